@@ -1,0 +1,1 @@
+"""Async LLM chat streaming service."""

@@ -1,0 +1,52 @@
+"""One chat stream, assembled: upstream -> metrics observer -> relay.
+
+The route owns HTTP; this owns which model is asked and how the pieces are joined, so the other
+entry points on the roadmap (GET for EventSource, the OpenAI-compatible passthrough) reuse it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncGenerator
+
+from service.events import ResponseEvent
+from service.metrics import StreamRecorder, observe
+from service.relay import relay
+from service.schemas import ChatRequest
+from service.settings import Settings
+from service.upstream.base import ChatUpstream, CompletionParams
+
+
+def new_stream_id() -> str:
+    return "chat-" + uuid.uuid4().hex
+
+
+class ChatService:
+    def __init__(self, settings: Settings, upstream: ChatUpstream) -> None:
+        self.settings = settings
+        self.upstream = upstream
+
+    def resolve_model(self, requested: str | None) -> str:
+        if self.upstream.provider == "demo":
+            return "demo"
+        return requested or self.settings.model_name
+
+    def open_stream(
+        self, request: ChatRequest, *, received_at: float
+    ) -> tuple[str, AsyncGenerator[ResponseEvent, None]]:
+        """The stream id and the response events; nothing runs until they are iterated."""
+        stream_id = new_stream_id()
+        model = self.resolve_model(request.model)
+        params = CompletionParams(
+            model=model,
+            messages=request.chat_messages(),
+            temperature=request.temperature,
+            max_tokens=request.max_tokens,
+        )
+        recorder = StreamRecorder(
+            stream_id=stream_id,
+            model=model,
+            provider=self.upstream.provider,
+            received_at=received_at,
+        )
+        return stream_id, relay(observe(self.upstream.stream(params), recorder), recorder)

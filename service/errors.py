@@ -1,0 +1,89 @@
+"""The service's errors: what a client may be told, and with which HTTP status.
+
+    ServiceError
+    ├── InvalidRequest          400/422  the client's request is wrong
+    ├── UpstreamAuthFailed      502      the service's own upstream credentials were refused
+    ├── UpstreamRateLimited     429      the upstream asked us to slow down (Retry-After kept)
+    ├── UpstreamRejected        400      the upstream refused this request (context too long, ...)
+    ├── UpstreamTimeout         504      the upstream did not answer in time
+    ├── UpstreamUnavailable     502      unreachable, 5xx, or it broke off mid-stream
+    └── ServerShuttingDown      503      this process is stopping; retry elsewhere
+
+Provider exceptions are translated into these at exactly one boundary
+(`service.upstream.openai_chat`). A `ServiceError` carries only text that is safe to show: upstream
+error bodies are reduced to a message and a type, secrets are never part of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ServiceError(Exception):
+    status_code: int = 500
+    error_type: str = "internal_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        """The `error` object of every error body and in-band error event."""
+        body: dict[str, Any] = {
+            "type": self.error_type,
+            "message": self.message,
+            "retryable": self.retryable,
+        }
+        if self.retry_after_seconds is not None:
+            body["retry_after_seconds"] = self.retry_after_seconds
+        return body
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_seconds is None:
+            return {}
+        return {"Retry-After": str(self.retry_after_seconds)}
+
+
+class InvalidRequest(ServiceError):
+    status_code = 422
+    error_type = "invalid_request"
+
+    def __init__(self, message: str, *, status_code: int = 422) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class UpstreamAuthFailed(ServiceError):
+    status_code = 502
+    error_type = "upstream_auth_error"
+
+
+class UpstreamRateLimited(ServiceError):
+    status_code = 429
+    error_type = "rate_limited"
+    retryable = True
+
+
+class UpstreamRejected(ServiceError):
+    status_code = 400
+    error_type = "upstream_rejected_request"
+
+
+class UpstreamTimeout(ServiceError):
+    status_code = 504
+    error_type = "upstream_timeout"
+    retryable = True
+
+
+class UpstreamUnavailable(ServiceError):
+    status_code = 502
+    error_type = "upstream_unavailable"
+    retryable = True
+
+
+class ServerShuttingDown(ServiceError):
+    status_code = 503
+    error_type = "server_shutting_down"
+    retryable = True

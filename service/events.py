@@ -1,0 +1,105 @@
+"""The normalized stream events: the one vocabulary between upstreams and wire encoders.
+
+Two layers, one direction:
+
+    upstream  -> TextDelta | Finished | UsageReported | Failed        (what the model did)
+    relay     -> StreamStarted | TextDelta | StreamEnded | StreamFailed  (what the client is told)
+
+Upstream events say nothing about HTTP; response events carry everything an encoder needs, so an
+encoder is a pure function of one event. These are slotted dataclasses rather than pydantic
+models: one is built per token, and the hot-path budget is tens of microseconds (issue #2).
+`Failed` and `StreamFailed` are always last: an upstream iterator never raises except when
+cancelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.errors import ServiceError
+
+
+@dataclass(slots=True, frozen=True)
+class TextDelta:
+    """A piece of answer text, exactly as the model produced it (never empty)."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class Finished:
+    """The model stopped: `stop`, `length`, `content_filter`, `tool_calls`, ..."""
+
+    reason: str
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    """Token counts as the upstream reported them (or as the demo model counted them)."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class UsageReported:
+    usage: Usage
+
+
+@dataclass(slots=True, frozen=True)
+class Failed:
+    """The upstream failed; terminal."""
+
+    error: ServiceError
+
+
+UpstreamEvent = TextDelta | Finished | UsageReported | Failed
+
+
+@dataclass(slots=True, frozen=True)
+class StreamMetrics:
+    """What one stream measured; see `service.metrics` for the definitions."""
+
+    ttft_ms: float | None
+    upstream_ttft_ms: float | None
+    tokens_per_second: float | None
+    output_tokens: int
+    duration_ms: float
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {
+            "ttft_ms": self.ttft_ms,
+            "upstream_ttft_ms": self.upstream_ttft_ms,
+            "tokens_per_second": self.tokens_per_second,
+            "output_tokens": self.output_tokens,
+            "duration_ms": self.duration_ms,
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class StreamStarted:
+    stream_id: str
+    model: str
+
+
+@dataclass(slots=True, frozen=True)
+class StreamEnded:
+    finish_reason: str
+    usage: Usage | None
+    metrics: StreamMetrics
+
+
+@dataclass(slots=True, frozen=True)
+class StreamFailed:
+    error: ServiceError
+
+
+ResponseEvent = StreamStarted | TextDelta | StreamEnded | StreamFailed

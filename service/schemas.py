@@ -1,0 +1,89 @@
+"""The chat request body, validated once per request (never per token).
+
+Accepted shapes: `{"messages": [...]}` (multi-turn history is the client's list), or the
+shorthands `{"prompt": "..."}` and `{"message": "..."}` that popular tutorials send, each meaning
+one user message. Unknown fields are refused rather than ignored, so a misspelt `max_token` is a
+422 naming it, not a silently different request.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.errors import InvalidRequest
+from service.upstream.base import ChatMessage
+
+Role = Literal["system", "user", "assistant"]
+
+
+class MessageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Role
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    messages: list[MessageIn] | None = Field(default=None, min_length=1)
+    prompt: str | None = Field(default=None, min_length=1)
+    message: str | None = Field(default=None, min_length=1)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    # OpenAI-style clients send it; this endpoint always streams.
+    stream: Literal[True] | None = None
+
+    @model_validator(mode="after")
+    def _one_conversation(self) -> ChatRequest:
+        given = [name for name in ("messages", "prompt", "message") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(
+                "send exactly one of 'messages', 'prompt' or 'message'"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+    def chat_messages(self) -> tuple[ChatMessage, ...]:
+        if self.messages:
+            return tuple(ChatMessage(m.role, m.content) for m in self.messages)
+        text = self.prompt or self.message
+        assert text is not None
+        return (ChatMessage("user", text),)
+
+
+def describe_validation_error(error: ValidationError) -> InvalidRequest:
+    """One readable sentence naming each bad field; never echoes the input back."""
+    problems = error.errors(include_url=False, include_input=False, include_context=False)
+    if any(problem["type"] == "json_invalid" for problem in problems):
+        return InvalidRequest(
+            f"request body is not valid JSON: {problems[0]['msg']}", status_code=400
+        )
+    if any(problem["type"] == "model_type" and not problem["loc"] for problem in problems):
+        return InvalidRequest("request body must be a JSON object")
+    parts = []
+    for problem in problems[:10]:
+        location = ".".join(str(part) for part in problem["loc"])
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        parts.append(f"{location}: {message}" if location else message)
+    return InvalidRequest("; ".join(parts))
+
+
+def parse_chat_request(body: bytes) -> ChatRequest:
+    try:
+        return ChatRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise describe_validation_error(error) from None
+
+
+def openapi_request_body() -> dict[str, Any]:
+    """The body's schema for the OpenAPI document (the route parses the body itself)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
+        }
+    }

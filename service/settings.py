@@ -1,0 +1,112 @@
+"""Configuration: read once from the environment (and `.env`), validated, then passed in.
+
+`Settings.provider` is derived from what is configured, so a misconfiguration fails at start-up
+with a message naming the variable rather than at the first request:
+
+- `AZURE_OPENAI_ENDPOINT` (with `AZURE_OPENAI_API_KEY`) -> Azure OpenAI;
+- `OPENAI_API_KEY` and/or `OPENAI_BASE_URL` -> OpenAI or any OpenAI-compatible server
+  (vLLM, Ollama, LM Studio: a base URL without a key is allowed, local servers rarely want one);
+- nothing -> the embedded demo model, so a fresh clone streams an answer with no key.
+
+`PROVIDER` forces a choice when more than one is configured.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Provider = Literal["openai", "azure", "demo"]
+
+
+class ConfigurationError(ValueError):
+    """The environment describes no usable service; the message names the variable to fix."""
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    provider_override: Literal["auto", "openai", "azure", "demo"] = Field(
+        default="auto", alias="PROVIDER"
+    )
+
+    # OpenAI and OpenAI-compatible servers (the SDK's own variable names).
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+
+    # Azure OpenAI.
+    azure_openai_endpoint: str | None = None
+    azure_openai_api_key: SecretStr | None = None
+    azure_openai_api_version: str = "2024-10-21"
+    azure_openai_deployment: str | None = None
+
+    default_model: str = "gpt-4o-mini"
+    # Ask for the final usage chunk (`stream_options.include_usage`); some servers reject it.
+    upstream_include_usage: bool = True
+    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Longest silence allowed between two upstream reads (also bounds the wait for the first).
+    upstream_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    upstream_max_retries: int = Field(default=2, ge=0, le=10)
+    # The SDK's HTTP transport. aiohttp reads a streamed event for about half the CPU of httpx2
+    # (`bench/parse_cost.py`); both keep the SDK's auth, retries and errors.
+    upstream_http_client: Literal["aiohttp", "httpx2"] = "aiohttp"
+
+    demo_tokens_per_second: float = Field(default=30.0, gt=0, le=10_000)
+    demo_first_token_delay_seconds: float = Field(default=0.25, ge=0, le=60)
+
+    # SSE comment every N seconds so idle timeouts of proxies don't cut a slow answer.
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # A client that accepts no bytes for this long is dropped and its upstream closed.
+    send_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check_provider(self) -> Settings:
+        self._resolve_provider()
+        return self
+
+    @property
+    def provider(self) -> Provider:
+        return self._resolve_provider()
+
+    @property
+    def model_name(self) -> str:
+        """The model asked for when a request names none (the deployment, on Azure)."""
+        if self.provider == "demo":
+            return "demo"
+        if self.provider == "azure" and self.azure_openai_deployment:
+            return self.azure_openai_deployment
+        return self.default_model
+
+    def _resolve_provider(self) -> Provider:
+        azure_wanted = bool(self.azure_openai_endpoint or self.azure_openai_api_key)
+        openai_wanted = bool(self.openai_api_key or self.openai_base_url)
+        choice = self.provider_override
+        if choice == "auto":
+            if azure_wanted and openai_wanted:
+                raise ConfigurationError(
+                    "both Azure OpenAI (AZURE_OPENAI_*) and OpenAI (OPENAI_*) are configured; "
+                    "set PROVIDER=azure or PROVIDER=openai to choose"
+                )
+            choice = "azure" if azure_wanted else "openai" if openai_wanted else "demo"
+        if choice == "azure":
+            if not self.azure_openai_endpoint:
+                raise ConfigurationError("AZURE_OPENAI_ENDPOINT is required for Azure OpenAI")
+            if not self.azure_openai_api_key:
+                raise ConfigurationError(
+                    "AZURE_OPENAI_API_KEY is required when AZURE_OPENAI_ENDPOINT is set"
+                )
+        if choice == "openai" and not openai_wanted:
+            raise ConfigurationError(
+                "PROVIDER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)"
+            )
+        return choice

@@ -1,0 +1,251 @@
+"""The OpenAI-compatible upstream: the only module that imports `openai`.
+
+Requests go through the SDK, so its auth, retries with backoff (honouring `Retry-After`), Azure
+URL and `api-version` handling, and status-error classes all apply. The body is taken raw
+(`with_streaming_response`) and decoded here: the SDK's typed stream builds a pydantic chunk per
+token, which costs more than the service's whole per-token budget (`bench/parse_cost.py` prints
+both). Only the fields the service uses are read, with guards for every shape providers send:
+Azure's first chunk and the usage chunk have `choices: []`, Azure's asynchronous filter sends
+choices with no `delta`, and a provider may report an error as a `data:` object mid-stream.
+
+Errors are translated into `service.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import aiohttp
+import anyio
+import httpx2
+import openai
+
+from service.errors import (
+    ServiceError,
+    UpstreamAuthFailed,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from service.events import Failed, Finished, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.settings import Settings
+from service.upstream.base import CompletionParams
+from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
+
+_DONE = b"[DONE]"
+_DRAIN_SECONDS = 0.1
+_MAX_MESSAGE_CHARS = 500
+# Key-shaped strings are cut from any upstream text we pass on (OpenAI echoes a masked key in
+# its 401 message; some compatible servers echo it whole).
+_SECRET_PATTERN = re.compile(r"(sk|key|token)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
+
+
+def build_client(settings: Settings) -> openai.AsyncOpenAI:
+    """The SDK client for the configured provider; never called for the demo model."""
+    timeout = openai.Timeout(
+        settings.upstream_read_timeout_seconds,
+        connect=settings.upstream_connect_timeout_seconds,
+    )
+    http_client = (
+        openai.DefaultAioHttpClient(timeout=timeout)
+        if settings.upstream_http_client == "aiohttp"
+        else openai.DefaultAsyncHttpxClient(timeout=timeout)
+    )
+    if settings.provider == "azure":
+        assert settings.azure_openai_endpoint
+        assert settings.azure_openai_api_key
+        return openai.AsyncAzureOpenAI(
+            azure_endpoint=settings.azure_openai_endpoint,
+            api_key=settings.azure_openai_api_key.get_secret_value(),
+            api_version=settings.azure_openai_api_version,
+            timeout=timeout,
+            max_retries=settings.upstream_max_retries,
+            http_client=http_client,
+        )
+    # A local server (Ollama, vLLM) usually wants no key, but the SDK insists on one.
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else "unused"
+    return openai.AsyncOpenAI(
+        api_key=api_key,
+        base_url=settings.openai_base_url,
+        timeout=timeout,
+        max_retries=settings.upstream_max_retries,
+        http_client=http_client,
+    )
+
+
+class OpenAIChatUpstream:
+    """`ChatUpstream` over the OpenAI chat completions API (OpenAI, Azure, compatible servers)."""
+
+    def __init__(self, settings: Settings, client: openai.AsyncOpenAI | None = None) -> None:
+        self.provider: str = settings.provider
+        self._client = client or build_client(settings)
+        self._include_usage = settings.upstream_include_usage
+        self._secrets = tuple(
+            secret.get_secret_value()
+            for secret in (settings.openai_api_key, settings.azure_openai_api_key)
+            if secret is not None
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamEvent, None]:
+        # The body goes in `extra_body`, which the SDK sends as given. Typed parameters are
+        # first walked against the SDK's TypedDicts, which costs milliseconds of CPU per request
+        # and so adds directly to time to first token under load (bench/relay_overhead.py).
+        body: dict[str, Any] = {
+            "messages": [{"role": m.role, "content": m.content} for m in params.messages]
+        }
+        if self._include_usage:
+            body["stream_options"] = {"include_usage": True}
+        if params.temperature is not None:
+            body["temperature"] = params.temperature
+        if params.max_tokens is not None:
+            body["max_tokens"] = params.max_tokens
+        finished = False
+        try:
+            async with self._client.chat.completions.with_streaming_response.create(
+                model=params.model, messages=[], stream=True, extra_body=body
+            ) as response:
+                decoder = SSEDecoder()
+                chunks = response.iter_bytes()
+                done = False
+                async for chunk in chunks:
+                    for payload in decoder.feed(chunk):
+                        if payload == _DONE:
+                            done = True
+                            break
+                        for event in self._events_of(payload):
+                            finished = finished or isinstance(event, Finished)
+                            yield event
+                            if isinstance(event, Failed):
+                                return
+                    if done:
+                        await _drain(chunks)
+                        return
+            if not finished:
+                yield Failed(UpstreamUnavailable("the upstream ended the stream without finishing"))
+        except openai.APIStatusError as error:
+            yield Failed(self._status_error(error))
+        # The raw body raises the transport's own exceptions (the SDK maps them only in its
+        # typed stream), so both families are translated here.
+        except (openai.APIConnectionError, httpx2.RequestError) as error:
+            yield Failed(_transport_failure(error))
+        except EventTooLarge as error:
+            yield Failed(UpstreamUnavailable(str(error)))
+
+    def _events_of(self, payload: bytes) -> list[UpstreamEvent]:
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            return [Failed(UpstreamUnavailable("the upstream sent an unreadable event"))]
+        if not isinstance(chunk, dict):
+            return [Failed(UpstreamUnavailable("the upstream sent an unexpected event"))]
+        if chunk.get("error"):
+            return [Failed(self._in_stream_error(chunk["error"]))]
+        events: list[UpstreamEvent] = []
+        for choice in chunk.get("choices") or ():
+            # Only the first choice is streamed; the service never asks for n > 1.
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                text = delta.get("content") or delta.get("refusal")
+                if text and isinstance(text, str):
+                    events.append(TextDelta(text))
+            reason = choice.get("finish_reason")
+            if reason and isinstance(reason, str):
+                events.append(Finished(reason))
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            events.append(UsageReported(_usage_of(usage)))
+        return events
+
+    def _status_error(self, error: openai.APIStatusError) -> ServiceError:
+        status = error.status_code
+        if status in (401, 403):
+            # The service's own credentials are wrong: say so without any upstream text, which
+            # may echo (part of) the key.
+            return UpstreamAuthFailed("the upstream rejected the service's credentials")
+        if status == 429:
+            return UpstreamRateLimited(
+                "the upstream is rate limiting requests",
+                retry_after_seconds=_retry_after_seconds(error.response.headers),
+            )
+        if status == 408:
+            return UpstreamTimeout("the upstream timed out")
+        if 400 <= status < 500:
+            return UpstreamRejected(self._safe_message(error.body, fallback=error.message))
+        return UpstreamUnavailable(f"the upstream failed with status {status}")
+
+    def _in_stream_error(self, body: object) -> ServiceError:
+        message = self._safe_message(body, fallback="the upstream reported an error")
+        return UpstreamUnavailable(f"the upstream failed mid-stream: {message}")
+
+    def _safe_message(self, body: object, *, fallback: str) -> str:
+        """The upstream's reason, reduced to one short line with anything key-shaped removed."""
+        message: object = fallback
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+                message = inner["message"]
+        text = " ".join(str(message).split())[:_MAX_MESSAGE_CHARS]
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return _SECRET_PATTERN.sub("[redacted]", text) or fallback
+
+
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]` (normally just the end of the chunked body) so the HTTP/1.1
+    connection goes back to the pool instead of being closed; a new TLS handshake would add to
+    the next stream's time to first token. Bounded: a server that keeps the body open after
+    `[DONE]` costs at most this long, then the connection is dropped."""
+    with anyio.move_on_after(_DRAIN_SECONDS):
+        async for _ in chunks:
+            pass
+
+
+def _transport_failure(error: BaseException) -> ServiceError:
+    """Timeout or unreachable. The SDK's class is right, except over the aiohttp adapter.
+
+    That adapter maps every `aiohttp.ClientConnectionError` (a refused connection, a server that
+    hung up mid-stream) to `ConnectTimeout`, so when the root cause is aiohttp's or the OS's own
+    exception, the root decides: a `TimeoutError` (aiohttp's timeouts are) or not.
+    """
+    root = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    if isinstance(root, aiohttp.ClientError | OSError):
+        timed_out = isinstance(root, TimeoutError)
+    else:
+        timed_out = isinstance(error, openai.APITimeoutError | httpx2.TimeoutException)
+    if timed_out:
+        return UpstreamTimeout("the upstream did not answer in time")
+    return UpstreamUnavailable("the upstream could not be reached or broke off")
+
+
+def _usage_of(usage: dict[str, Any]) -> Usage:
+    def count(name: str) -> int:
+        value = usage.get(name)
+        return value if isinstance(value, int) else 0
+
+    prompt, completion = count("prompt_tokens"), count("completion_tokens")
+    return Usage(prompt, completion, count("total_tokens") or prompt + completion)
+
+
+def _retry_after_seconds(headers: Any) -> int:
+    """Whole seconds from `retry-after-ms` or `retry-after` (at least 1; 1 when absent)."""
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(1, math.ceil(float(value) / divisor))
+        except ValueError:
+            continue  # an HTTP date: rare from model providers; fall back below
+    return 1

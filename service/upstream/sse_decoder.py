@@ -1,0 +1,53 @@
+"""Incremental decoder for an upstream `text/event-stream` body: bytes in, `data` payloads out.
+
+It follows the event stream interpretation rules of the HTML standard
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+lines end in CRLF, LF or CR; consecutive `data:` lines join with LF; a blank line dispatches; one
+space after the colon is dropped. OpenAI-compatible servers put everything in `data`, so `event`,
+`id`, `retry` and comments are read and ignored.
+
+Reads arrive split anywhere: a CRLF or a multi-byte character can straddle two chunks. Payloads
+stay bytes (`json.loads` takes them), so UTF-8 is only ever decoded on whole events.
+"""
+
+from __future__ import annotations
+
+
+class EventTooLarge(ValueError):
+    """The upstream sent more than `max_event_bytes` without ending an event."""
+
+
+class SSEDecoder:
+    __slots__ = ("_data_lines", "_max_event_bytes", "_pending")
+
+    def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
+        self._pending = b""
+        self._data_lines: list[bytes] = []
+        self._max_event_bytes = max_event_bytes
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """Consume one read; return the `data` payloads of the events it completed."""
+        buffer = self._pending + chunk if self._pending else chunk
+        # A trailing CR may be the first half of a CRLF: decide once the next byte is known.
+        held_back = b""
+        if buffer.endswith(b"\r"):
+            buffer, held_back = buffer[:-1], b"\r"
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, rest = buffer.split(b"\n")
+        self._pending = rest + held_back
+        if len(self._pending) > self._max_event_bytes:
+            raise EventTooLarge(f"upstream event exceeds {self._max_event_bytes} bytes")
+
+        payloads: list[bytes] = []
+        for line in lines:
+            if not line:
+                if self._data_lines:
+                    payloads.append(b"\n".join(self._data_lines))
+                    self._data_lines = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                self._data_lines.append(value[1:] if value.startswith(b" ") else value)
+            elif line == b"data":
+                self._data_lines.append(b"")
+        return payloads

@@ -1,0 +1,1 @@
+"""Wire formats: pure functions from response events to bytes, one module per format."""

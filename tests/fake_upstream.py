@@ -1,0 +1,271 @@
+"""A fake OpenAI-compatible upstream on a loopback port, speaking HTTP/1.1 on a raw socket.
+
+It is a transport-level fake: the service's real openai client talks real HTTP to it. Each request
+is answered by the next queued `Reply` (or the default one): a status and headers, then a body
+either whole or as chunked-encoding pieces sent one by one with pauses, so reads arrive split at
+whatever offsets a test chooses. It records every request, and when the client closed the
+connection before the reply was complete (`Exchange.disconnected_at`, on the `time.monotonic`
+clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    # Streamed as chunked transfer encoding, one piece per write, `pause` seconds apart.
+    pieces: Sequence[bytes] = ()
+    # A whole body sent with Content-Length instead (error replies).
+    body: bytes | None = None
+    delay_before_headers: float = 0.0
+    pause: float = 0.0
+    # Keep the connection open after the last piece, never ending the body.
+    hang: bool = False
+
+
+@dataclass
+class Exchange:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+    completed: bool = False
+    disconnected_at: float | None = None
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.replies: deque[Reply] = deque()
+        self.default_reply = Reply(status=500, body=b'{"error":{"message":"no reply queued"}}')
+        self.exchanges: list[Exchange] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def queue(self, *replies: Reply) -> None:
+        self.replies.extend(replies)
+
+    def wait_for(self, predicate: Any, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.002)
+        return bool(predicate())
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            assert self._loop is not None
+            self._server = self._loop.run_until_complete(
+                asyncio.start_server(self._handle, "127.0.0.1", 0)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            self._loop.run_forever()
+            self._loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-upstream", daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread:
+            self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                exchange = await self._read_request(reader)
+                if exchange is None:
+                    return
+                self.exchanges.append(exchange)
+                reply = self.replies.popleft() if self.replies else self.default_reply
+                if not await self._answer(reply, exchange, reader, writer):
+                    return
+                if exchange.headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except asyncio.CancelledError:
+            return  # the fake is stopping; a handler of asyncio.start_server must not re-raise
+        finally:
+            writer.close()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> Exchange | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return None
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        method, path, _ = request_line.split(" ", 2)
+        headers = {}
+        for line in header_lines:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", "0")))
+        return Exchange(method, path, headers, body, received_at=time.monotonic())
+
+    async def _answer(
+        self,
+        reply: Reply,
+        exchange: Exchange,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        """Send `reply`; False when the client went away before it was complete."""
+        closed = asyncio.ensure_future(reader.read(1))  # b"" when the client closes
+
+        async def client_left_during(seconds: float) -> bool:
+            if seconds > 0:
+                await asyncio.wait((closed,), timeout=seconds)
+            if closed.done():
+                exchange.disconnected_at = time.monotonic()
+                return True
+            return False
+
+        try:
+            if await client_left_during(reply.delay_before_headers):
+                return False
+            head = [f"HTTP/1.1 {reply.status} Fake", "x-request-id: req_fake"]
+            headers = {"content-type": "application/json", **reply.headers}
+            if reply.body is not None:
+                headers["content-length"] = str(len(reply.body))
+            else:
+                headers["content-type"] = "text/event-stream; charset=utf-8"
+                headers["transfer-encoding"] = "chunked"
+            head += [f"{name}: {value}" for name, value in headers.items()]
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode())
+            if reply.body is not None:
+                writer.write(reply.body)
+                await writer.drain()
+                exchange.completed = True
+                return True
+            for piece in reply.pieces:
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+                if await client_left_during(reply.pause):
+                    return False
+            if reply.hang:
+                await client_left_during(3600)
+                return False
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            exchange.completed = True
+            return True
+        except ConnectionError:
+            exchange.disconnected_at = time.monotonic()
+            return False
+        finally:
+            if not closed.done():
+                closed.cancel()
+                await asyncio.wait((closed,))
+
+
+# -- building upstream bodies --------------------------------------------------------------
+
+
+def chunk_event(
+    *,
+    content: str | None = None,
+    finish_reason: str | None = None,
+    role: str | None = None,
+    model: str = "gpt-4o-mini-2024-07-18",
+) -> bytes:
+    delta: dict[str, Any] = {}
+    if role:
+        delta["role"] = role
+    if content is not None:
+        delta["content"] = content
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1763700000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def usage_event(prompt_tokens: int, completion_tokens: int) -> bytes:
+    chunk = {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1763700000,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def answer_pieces(tokens: Sequence[str], *, usage: bool = True) -> list[bytes]:
+    """One event per token, as OpenAI sends them."""
+    pieces = [chunk_event(role="assistant", content="")]
+    pieces += [chunk_event(content=token) for token in tokens]
+    pieces.append(chunk_event(finish_reason="stop"))
+    if usage:
+        pieces.append(usage_event(7, len(tokens)))
+    pieces.append(DONE)
+    return pieces
+
+
+def split_awkwardly(data: bytes, sizes: Sequence[int] = (1, 7, 3, 13, 2, 29, 5)) -> Iterator[bytes]:
+    """`data` cut into pieces of cycling sizes: through CRLFs, JSON and multi-byte characters."""
+    offset, index = 0, 0
+    while offset < len(data):
+        size = sizes[index % len(sizes)]
+        yield data[offset : offset + size]
+        offset += size
+        index += 1
+
+
+def error_body(message: str, error_type: str, code: str | None = None) -> bytes:
+    return json.dumps(
+        {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    ).encode()

@@ -1,0 +1,133 @@
+"""The client leaving, in every phase, closes the upstream request at once and makes no new one.
+
+The client is a raw socket so the test decides exactly when it closes; the fake upstream records
+when its connection was closed. Bounds are generous (a noisy 2-core CI); the expected figure is
+a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import pytest
+
+from tests.conftest import TEST_KEY, RunningService, ServiceFactory
+from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+
+
+@pytest.fixture(params=["aiohttp", "httpx2"])
+def upstream_http_client(request: pytest.FixtureRequest) -> str:
+    """Both SDK transports: each must map failures and close connections the same way."""
+    transport: str = request.param
+    return transport
+
+
+CLOSE_BOUND_SECONDS = 1.0
+
+
+def open_stream(
+    service: RunningService, body: dict[str, object], receive_buffer: int | None = None
+) -> socket.socket:
+    host, port = service.host_port
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect((host, port))
+    payload = json.dumps(body).encode()
+    sock.sendall(
+        b"POST /api/chat/stream HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        + b"Content-Length: %d\r\n\r\n" % len(payload)
+        + payload
+    )
+    return sock
+
+
+def read_until(sock: socket.socket, marker: bytes, count: int, timeout: float = 10) -> bytes:
+    sock.settimeout(timeout)
+    received = b""
+    while received.count(marker) < count:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def assert_upstream_closed_promptly(upstream: FakeUpstream, closed_at: float) -> None:
+    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
+    disconnected_at = upstream.exchanges[0].disconnected_at
+    assert disconnected_at is not None
+    assert disconnected_at - closed_at < CLOSE_BOUND_SECONDS
+    assert not upstream.exchanges[0].completed
+
+
+def assert_cancelled(service: RunningService) -> dict[str, object]:
+    summaries = service.wait_for_summaries(1)
+    assert len(summaries) == 1
+    assert summaries[0]["outcome"] == "cancelled"
+    return summaries[0]
+
+
+def test_disconnect_before_upstream_answers(
+    service: RunningService, upstream: FakeUpstream
+) -> None:
+    upstream.queue(Reply(delay_before_headers=30, pieces=answer_pieces(["never"])))
+    sock = open_stream(service, {"prompt": "hi"})
+    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
+    time.sleep(0.2)
+    closed_at = time.monotonic()
+    sock.close()
+    assert_upstream_closed_promptly(upstream, closed_at)
+    assert assert_cancelled(service)["delivered_text_deltas"] == 0
+
+
+def test_disconnect_during_retry_backoff_makes_no_new_request(
+    service_factory: ServiceFactory, upstream: FakeUpstream
+) -> None:
+    running = service_factory(
+        openai_api_key=TEST_KEY, openai_base_url=upstream.base_url, upstream_max_retries=3
+    )
+    # The SDK honours Retry-After: it will sleep 2 s before retrying.
+    upstream.default_reply = Reply(
+        status=503, headers={"retry-after": "2"}, body=b'{"error":{"message":"busy"}}'
+    )
+    sock = open_stream(running, {"prompt": "hi"})
+    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
+    time.sleep(0.3)
+    sock.close()
+    time.sleep(3.0)
+    assert len(upstream.exchanges) == 1
+    assert_cancelled(running)
+
+
+def test_disconnect_mid_stream(service: RunningService, upstream: FakeUpstream) -> None:
+    tokens = [f" t{i}" for i in range(200)]
+    upstream.queue(Reply(pieces=answer_pieces(tokens), pause=0.02))
+    sock = open_stream(service, {"prompt": "hi"})
+    read_until(sock, b'"type":"delta"', 3)
+    closed_at = time.monotonic()
+    sock.close()
+    assert_upstream_closed_promptly(upstream, closed_at)
+    summary = assert_cancelled(service)
+    delivered = summary["delivered_text_deltas"]
+    assert isinstance(delivered, int)
+    assert 3 <= delivered < 200
+    assert summary["output_tokens"] == delivered
+    time.sleep(0.2)
+    assert len(upstream.exchanges) == 1
+
+
+def test_disconnect_while_client_stalled(service: RunningService, upstream: FakeUpstream) -> None:
+    # Far more than loopback socket buffers hold (the same bytes object, so no memory cost).
+    pieces = [chunk_event(content="x" * 2000)] * 50_000
+    upstream.queue(Reply(pieces=pieces))
+    sock = open_stream(service, {"prompt": "hi"}, receive_buffer=4096)
+    read_until(sock, b'"type":"delta"', 1)
+    time.sleep(1.0)  # stop reading: socket buffers fill and the service's send blocks
+    assert not upstream.exchanges[0].completed
+    closed_at = time.monotonic()
+    sock.close()
+    assert_upstream_closed_promptly(upstream, closed_at)
+    assert_cancelled(service)

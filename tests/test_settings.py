@@ -1,0 +1,152 @@
+"""Provider selection, start-up validation, and the one-command start with no key."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from tests.conftest import TEST_KEY, answer_text, make_settings, read_events
+
+
+def test_nothing_configured_means_demo() -> None:
+    assert make_settings().provider == "demo"
+
+
+def test_openai_key_or_base_url_means_openai() -> None:
+    assert make_settings(openai_api_key="k").provider == "openai"
+    assert make_settings(openai_base_url="http://localhost:11434/v1").provider == "openai"
+
+
+def test_azure_needs_its_key() -> None:
+    with pytest.raises(ValidationError, match="AZURE_OPENAI_API_KEY"):
+        make_settings(azure_openai_endpoint="https://x.openai.azure.com")
+
+
+def test_azure_key_needs_its_endpoint() -> None:
+    with pytest.raises(ValidationError, match="AZURE_OPENAI_ENDPOINT"):
+        make_settings(azure_openai_api_key="k")
+
+
+def test_two_providers_must_be_chosen_between() -> None:
+    with pytest.raises(ValidationError, match="PROVIDER"):
+        make_settings(
+            openai_api_key="k", azure_openai_endpoint="https://x", azure_openai_api_key="k"
+        )
+
+
+def test_provider_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROVIDER", "demo")
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    assert make_settings().provider == "demo"
+
+
+def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text(
+        "OPENAI_BASE_URL=http://localhost:8080/v1\nDEFAULT_MODEL=llama3\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    from service.settings import Settings
+
+    settings = Settings()
+    assert settings.provider == "openai"
+    assert settings.model_name == "llama3"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_"))}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(
+    ("environment", "named"),
+    [
+        ({"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"}, "AZURE_OPENAI_API_KEY"),
+        ({"PORT": "not-a-port"}, "PORT"),
+        ({"HEARTBEAT_SECONDS": "0"}, "HEARTBEAT_SECONDS"),
+    ],
+)
+def test_misconfiguration_fails_at_start_naming_the_variable(
+    tmp_path: Path, environment: dict[str, str], named: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env=service_env(**environment),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert named in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_misconfiguration_never_prints_a_key(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service"],
+        env=service_env(AZURE_OPENAI_API_KEY=TEST_KEY),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "AZURE_OPENAI_ENDPOINT" in result.stderr
+    assert TEST_KEY not in result.stderr + result.stdout
+
+
+def test_python_m_service_streams_the_demo_answer_with_no_key(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=service_env(
+            PORT=str(port), DEMO_TOKENS_PER_SECOND="500", DEMO_FIRST_TOKEN_DELAY_SECONDS="0"
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = httpx.get(base + "/healthz")
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert health.json()["provider"] == "demo"
+        assert health.json()["demo"] is True
+        response = httpx.post(
+            base + "/api/chat/stream", json={"message": "What is this?"}, timeout=30
+        )
+        assert response.status_code == 200
+        events = read_events(response)
+        assert 'You asked: "What is this?".' in answer_text(events)
+        assert len(events) > 20
+        assert events[-2].json()["finish_reason"] == "stop"
+        assert events[-1].data == "[DONE]"
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=20)
+    assert "demo model" in stderr
+    assert '"outcome": "completed"' in stderr

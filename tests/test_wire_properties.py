@@ -1,0 +1,100 @@
+"""Property tests: any text survives the service's framing and its upstream decoder."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from httpx_sse import EventSource
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.errors import UpstreamUnavailable
+from service.events import StreamEnded, StreamFailed, StreamMetrics, StreamStarted, TextDelta, Usage
+from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
+from service.wire.sse import SSEEncoder
+from tests.fake_upstream import chunk_event
+
+# Every code point, lone surrogates included (a model can emit half an emoji).
+any_text = st.text(st.characters(exclude_categories=()), min_size=1)
+METRICS = StreamMetrics(
+    ttft_ms=1.0, upstream_ttft_ms=0.5, tokens_per_second=2.0, output_tokens=3, duration_ms=4.0
+)
+
+
+def parse(body: bytes) -> list[tuple[str, str, str]]:
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    return [(event.event, event.data, event.id) for event in EventSource(response).iter_sse()]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(any_text, min_size=1, max_size=8))
+def test_sse_round_trip_through_a_standard_parser(pieces: list[str]) -> None:
+    encoder = SSEEncoder("s1")
+    body = encoder.encode(StreamStarted("s1", "m"))
+    body += b"".join(encoder.encode(TextDelta(piece)) for piece in pieces)
+    body += encoder.encode(StreamEnded("stop", Usage(1, 2, 3), METRICS)) + encoder.close()
+
+    events = parse(body)
+
+    assert [json.loads(data)["content"] for _, data, _ in events[1:-2]] == pieces
+    assert [name for name, _, _ in events] == ["start"] + ["message"] * len(pieces) + [
+        "end",
+        "message",
+    ]
+    assert events[-1][1] == "[DONE]"
+    assert [event_id for _, _, event_id in events] == [f"s1:{i}" for i in range(len(events))]
+
+
+def test_error_event_shape() -> None:
+    encoder = SSEEncoder("s2")
+    ((name, data, _),) = parse(encoder.encode(StreamFailed(UpstreamUnavailable("gone"))))
+    assert name == "error"
+    assert json.loads(data) == {
+        "type": "error",
+        "content": "",
+        "error": {"type": "upstream_unavailable", "message": "gone", "retryable": True},
+    }
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(any_text, min_size=1, max_size=6),
+    st.lists(st.integers(1, 40), min_size=1),
+    st.booleans(),
+)
+def test_upstream_decoder_is_split_invariant(
+    texts: list[str], sizes: list[int], crlf: bool
+) -> None:
+    body = b"".join(chunk_event(content=text) for text in texts) + b"data: [DONE]\n\n"
+    if crlf:
+        body = body.replace(b"\n", b"\r\n")
+    decoder = SSEDecoder()
+    payloads: list[bytes] = []
+    offset, index = 0, 0
+    while offset < len(body):
+        size = sizes[index % len(sizes)]
+        payloads += decoder.feed(body[offset : offset + size])
+        offset, index = offset + size, index + 1
+
+    assert payloads[-1] == b"[DONE]"
+    decoded = [json.loads(p)["choices"][0]["delta"]["content"] for p in payloads[:-1]]
+    assert decoded == texts
+
+
+def test_decoder_follows_the_sse_line_rules() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b": comment\r") == []
+    assert decoder.feed(b"\nevent: x\rdata:a\ndata: b\n") == []
+    assert decoder.feed(b"\r") == []
+    assert decoder.feed(b"\n") == [b"a\nb"]  # the CRLF split across reads is one line end
+    assert decoder.feed(b"data\n\n") == [b""]
+
+
+def test_decoder_refuses_an_endless_event() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    try:
+        decoder.feed(b"data: " + b"x" * 200)
+    except EventTooLarge:
+        return
+    raise AssertionError("an oversized event was accepted")
