@@ -1,0 +1,156 @@
+"""The service's own cost: CPU per relayed token, and time to first token under concurrency.
+
+    python -m bench.relay_overhead
+
+Three processes: the fake upstream (`bench.upstream_server`), the service (`python -m service`,
+uvloop and httptools, CPU read from /proc), and the clients here. Figures printed:
+
+1. CPU per token relayed: one stream of 20,000 tokens that the upstream sends at once.
+2. TTFT at 100 concurrent streams, the upstream pacing 100 tokens per stream 20 ms apart (the
+   service relays 5,000 tokens/s): as the clients see it through the service, and calling the
+   upstream directly; plus the service's CPU per token while doing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import uvloop
+
+from bench.upstream_server import UpstreamProcess
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SERVICE_PATH = b"/api/chat/stream"
+SERVICE_MARK = b'"type":"delta"'
+DIRECT_PATH = b"/v1/chat/completions"
+DIRECT_MARK = b'"content": " w'
+
+
+def process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def stream_once(port: int, path: bytes, mark: bytes) -> tuple[float, int]:
+    """(seconds to the first text, text events received) for one streamed answer."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps({"prompt": "bench", "model": "m", "messages": None}).encode()
+    if path == SERVICE_PATH:
+        body = json.dumps({"prompt": "bench"}).encode()
+    writer.write(
+        b"POST %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (path, len(body), body)
+    )
+    first_text = 0.0
+    found = 0
+    tail = b""
+    while chunk := await reader.read(65536):
+        window = tail + chunk
+        count = window.count(mark)
+        if count and not first_text:
+            first_text = time.perf_counter() - started
+        found += count
+        tail = window[-(len(mark) - 1) :]
+    writer.close()
+    return first_text, found
+
+
+class Service:
+    def __init__(self, upstream: UpstreamProcess) -> None:
+        self.port = free_port()
+        environment = {
+            **os.environ,
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_BASE_URL": upstream.base_url,
+            "PORT": str(self.port),
+            "LOG_LEVEL": "warning",
+            "UPSTREAM_MAX_RETRIES": "0",
+        }
+        self.process = subprocess.Popen([sys.executable, "-m", "service"], env=environment)
+        for _ in range(400):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("service did not start")
+
+    def cpu(self) -> float:
+        return process_cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def percentiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    p95 = ordered[max(0, int(0.95 * len(ordered)) - 1)]
+    return f"p50 {statistics.median(ordered):6.1f} ms, p95 {p95:6.1f} ms, max {ordered[-1]:6.1f} ms"
+
+
+async def cpu_per_token(tokens: int = 20_000) -> None:
+    upstream = UpstreamProcess(tokens, 0)
+    service = Service(upstream)
+    try:
+        await stream_once(service.port, SERVICE_PATH, SERVICE_MARK)  # warm up
+        before = service.cpu()
+        _, received = await stream_once(service.port, SERVICE_PATH, SERVICE_MARK)
+        used = service.cpu() - before
+        assert received == tokens, received
+        per_token = used / tokens * 1e6
+        print(f"service CPU per relayed token (burst): {per_token:6.1f} µs ({tokens} tokens)")
+    finally:
+        service.stop()
+        upstream.stop()
+
+
+async def concurrent_ttft(streams: int = 100, tokens: int = 100, pause: float = 0.02) -> None:
+    upstream = UpstreamProcess(tokens, pause)
+    service = Service(upstream)
+    upstream_port = int(upstream.base_url.rsplit(":", 1)[1])
+    try:
+        await stream_once(service.port, SERVICE_PATH, SERVICE_MARK)  # warm up
+        direct = await asyncio.gather(
+            *(stream_once(upstream_port, DIRECT_PATH, DIRECT_MARK) for _ in range(streams))
+        )
+        before = service.cpu()
+        relayed = await asyncio.gather(
+            *(stream_once(service.port, SERVICE_PATH, SERVICE_MARK) for _ in range(streams))
+        )
+        used = service.cpu() - before
+        assert all(count == tokens for _, count in relayed), [c for _, c in relayed]
+        print(f"{streams} concurrent streams, {tokens} tokens each, {pause * 1000:.0f} ms apart:")
+        print(f"  TTFT calling the upstream directly: {percentiles([f * 1000 for f, _ in direct])}")
+        print(
+            f"  TTFT through the service:           {percentiles([f * 1000 for f, _ in relayed])}"
+        )
+        print(f"  service CPU per relayed token:      {used / (streams * tokens) * 1e6:6.1f} µs")
+    finally:
+        service.stop()
+        upstream.stop()
+
+
+async def main() -> None:
+    await cpu_per_token()
+    await concurrent_ttft()
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

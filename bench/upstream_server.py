@@ -1,0 +1,49 @@
+"""The fake upstream as its own process, so benchmarks measure only the process under test.
+
+    python -m bench.upstream_server TOKENS PAUSE_SECONDS
+
+Answers every request with TOKENS one-token events (plus finish, usage and [DONE]); with a
+pause of 0 the whole body goes out in one write, otherwise each event is its own write,
+PAUSE_SECONDS apart. Prints the port on the first line of stdout, then serves until killed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+
+
+def main() -> None:
+    tokens, pause = int(sys.argv[1]), float(sys.argv[2])
+    pieces = answer_pieces([f" w{i}" for i in range(tokens)])
+    fake = FakeUpstream()
+    fake.default_reply = (
+        Reply(pieces=pieces, pause=pause) if pause else Reply(pieces=[b"".join(pieces)])
+    )
+    fake.start()
+    print(fake.port, flush=True)
+    threading.Event().wait()
+
+
+class UpstreamProcess:
+    """Start `main` in a child process; `base_url` once it listens."""
+
+    def __init__(self, tokens: int, pause: float) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.upstream_server", str(tokens), str(pause)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        self.base_url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+
+if __name__ == "__main__":
+    main()
