@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint check-deploy bench clean
+.PHONY: run test lint check-deploy system-deps bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -33,7 +33,11 @@ check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
 	$(BIN)/hadolint Dockerfile
 
-test: lint check-deploy
+# Debian's chromium and nginx, which the browser and proxy tests drive for real.
+system-deps:
+	@scripts/install-system-deps.sh
+
+test: system-deps lint check-deploy
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev-installed

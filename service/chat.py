@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator
 
+from service.chunking import rechunk_words
 from service.events import ResponseEvent
 from service.metrics import StreamRecorder, observe
 from service.relay import relay
@@ -32,7 +33,7 @@ class ChatService:
         return requested or self.settings.model_name
 
     def open_stream(
-        self, request: ChatRequest, *, received_at: float
+        self, request: ChatRequest, *, received_at: float, word_chunks: bool = False
     ) -> tuple[str, AsyncGenerator[ResponseEvent, None]]:
         """The stream id and the response events; nothing runs until they are iterated."""
         stream_id = new_stream_id()
@@ -49,4 +50,5 @@ class ChatService:
             provider=self.upstream.provider,
             received_at=received_at,
         )
-        return stream_id, relay(observe(self.upstream.stream(params), recorder), recorder)
+        events = relay(observe(self.upstream.stream(params), recorder), recorder)
+        return stream_id, rechunk_words(events) if word_chunks else events

@@ -2,6 +2,7 @@
 
     ServiceError
     ├── InvalidRequest          400/422  the client's request is wrong
+    ├── NotAcceptable           406      no supported wire format matches `Accept`
     ├── UpstreamAuthFailed      502      the service's own upstream credentials were refused
     ├── UpstreamRateLimited     429      the upstream asked us to slow down (Retry-After kept)
     ├── UpstreamRejected        400      the upstream refused this request (context too long, ...)
@@ -53,6 +54,11 @@ class InvalidRequest(ServiceError):
     def __init__(self, message: str, *, status_code: int = 422) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class NotAcceptable(ServiceError):
+    status_code = 406
+    error_type = "not_acceptable"
 
 
 class UpstreamAuthFailed(ServiceError):

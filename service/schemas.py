@@ -79,6 +79,14 @@ def parse_chat_request(body: bytes) -> ChatRequest:
         raise describe_validation_error(error) from None
 
 
+def validate_chat_request(fields: dict[str, Any]) -> ChatRequest:
+    """From already-decoded fields (query parameters: strings, converted as pydantic does)."""
+    try:
+        return ChatRequest.model_validate(fields)
+    except ValidationError as error:
+        raise describe_validation_error(error) from None
+
+
 def openapi_request_body() -> dict[str, Any]:
     """The body's schema for the OpenAPI document (the route parses the body itself)."""
     return {

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
 
     # SSE comment every N seconds so idle timeouts of proxies don't cut a slow answer.
     heartbeat_seconds: float = Field(default=15.0, gt=0)
+    # NDJSON clients must skip {"type":"ping"} lines, so they are sent only when asked for.
+    ndjson_heartbeat: bool = False
+    # EventSource's reconnection delay, sent as the SSE `retry:` field.
+    sse_retry_ms: int = Field(default=3000, ge=0, le=3_600_000)
     # A client that accepts no bytes for this long is dropped and its upstream closed.
     send_timeout_seconds: float = Field(default=30.0, gt=0)
 

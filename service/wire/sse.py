@@ -4,8 +4,14 @@
     event: start | end | error        (absent for text deltas: they are plain `message` events)
     data: <one JSON object on one line>
 
-and, after the last event, `data: [DONE]` (what OpenAI-style clients wait for). Payloads are JSON
-on a single line, so a `data:` field never needs splitting and no text can break the framing.
+and, after the last event, `data: [DONE]` (what OpenAI-style clients wait for) with the id
+`<stream id>:done`. Payloads are JSON on a single line, so a `data:` field never needs splitting
+and no text can break the framing.
+
+A browser's `EventSource` reconnects by itself whenever a stream ends; the `start` event carries
+`retry:` (its reconnection delay), and a reconnect whose `Last-Event-ID` is a `:done` id is a
+stream the client already has in full, answered with 204 so the browser stops
+(https://html.spec.whatwg.org/multipage/server-sent-events.html#server-sent-events-intro).
 """
 
 from __future__ import annotations
@@ -15,6 +21,12 @@ from service.wire.payloads import delta_payload, event_payload
 
 MEDIA_TYPE = "text/event-stream"
 HEARTBEAT = b": ping\n\n"
+DONE_ID_SUFFIX = ":done"
+
+
+def is_finished_stream_id(last_event_id: str | None) -> bool:
+    """Whether a reconnecting client's `Last-Event-ID` says it already received `[DONE]`."""
+    return last_event_id is not None and last_event_id.strip().endswith(DONE_ID_SUFFIX)
 
 
 def event_name(event: ResponseEvent) -> bytes | None:
@@ -27,11 +39,12 @@ def event_name(event: ResponseEvent) -> bytes | None:
     return None
 
 
-def encode_event(event: ResponseEvent, event_id: str) -> bytes:
+def encode_event(event: ResponseEvent, event_id: str, retry_ms: int | None = None) -> bytes:
     if type(event) is TextDelta:
         return b"id: " + event_id.encode() + b"\ndata: " + delta_payload(event.text) + b"\n\n"
     return (
-        b"id: "
+        (b"retry: %d\n" % retry_ms if retry_ms is not None else b"")
+        + b"id: "
         + event_id.encode()
         + b"\nevent: "
         + (event_name(event) or b"message")
@@ -51,9 +64,11 @@ class SSEEncoder:
     media_type = MEDIA_TYPE
     heartbeat: bytes | None = HEARTBEAT
 
-    def __init__(self, stream_id: str) -> None:
+    def __init__(self, stream_id: str, *, retry_ms: int | None = None) -> None:
+        self._stream_id = stream_id
         self._prefix = stream_id + ":"
         self._sequence = 0
+        self._retry_ms = retry_ms
 
     def _next_id(self) -> str:
         event_id = self._prefix + str(self._sequence)
@@ -61,7 +76,9 @@ class SSEEncoder:
         return event_id
 
     def encode(self, event: ResponseEvent) -> bytes:
+        if isinstance(event, StreamStarted):
+            return encode_event(event, self._next_id(), self._retry_ms)
         return encode_event(event, self._next_id())
 
     def close(self) -> bytes:
-        return encode_done(self._next_id())
+        return encode_done(self._stream_id + DONE_ID_SUFFIX)

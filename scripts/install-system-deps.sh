@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# System packages the test suite drives for real: Debian's chromium (the chat page, through
+# Playwright) and nginx (the reverse-proxy tests). Installs only what is missing; uses sudo when
+# not root. Browser downloads are not used: Playwright runs the system chromium.
+set -euo pipefail
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing ${missing[*]} (apt-get)"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,28 @@
+"""Newline-delimited JSON (https://github.com/ndjson/ndjson-spec): one object per line.
+
+The objects are exactly the SSE `data:` payloads (`service.wire.payloads`), including the final
+`end` object with usage and metrics and the `error` object; no `[DONE]` line, the end of the
+body is the end. A `{"type":"ping"}` heartbeat line is sent only when enabled, because a
+client that treats every line as an event must know to skip it.
+"""
+
+from __future__ import annotations
+
+from service.events import ResponseEvent
+from service.wire.payloads import event_payload
+
+MEDIA_TYPE = "application/x-ndjson"
+HEARTBEAT = b'{"type":"ping","content":""}\n'
+
+
+class NDJSONEncoder:
+    media_type = MEDIA_TYPE
+
+    def __init__(self, *, heartbeat: bool) -> None:
+        self.heartbeat: bytes | None = HEARTBEAT if heartbeat else None
+
+    def encode(self, event: ResponseEvent) -> bytes:
+        return event_payload(event) + b"\n"
+
+    def close(self) -> bytes:
+        return b""

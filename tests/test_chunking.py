@@ -1,0 +1,78 @@
+"""Word chunking: same text, cut only on word boundaries, tail flushed before the end."""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+from collections.abc import AsyncGenerator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.chunking import rechunk_words, word_boundary
+from service.errors import UpstreamUnavailable
+from service.events import ResponseEvent, StreamFailed, StreamStarted, TextDelta
+
+
+@pytest.mark.parametrize(
+    ("text", "cut"),
+    [
+        ("Hello wor", 6),
+        ("Hello", 0),
+        ("Hello\n", 6),
+        ("a b c", 4),
+        ("日本語", 2),  # the last character may still take a combining mark
+        ("日本語です", 4),
+        ("e\u0301t\u00e9 ", 5),  # a combining accent stays with its letter
+        ("👩\u200d💻 and", 4),  # the emoji sequence is kept whole before the space
+        ("👩\u200d💻", 0),
+        ("", 0),
+    ],
+)
+def test_word_boundary(text: str, cut: int) -> None:
+    assert word_boundary(text) == cut
+
+
+async def chunks_of(pieces: list[str], last: ResponseEvent | None = None) -> list[ResponseEvent]:
+    async def events() -> AsyncGenerator[ResponseEvent, None]:
+        yield StreamStarted("s", "m")
+        for piece in pieces:
+            yield TextDelta(piece)
+        if last is not None:
+            yield last
+
+    return [event async for event in rechunk_words(events())]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.characters(codec="utf-8"), min_size=1), max_size=12))
+def test_rechunking_keeps_the_text_and_cuts_only_on_boundaries(pieces: list[str]) -> None:
+    failed = StreamFailed(UpstreamUnavailable("x"))
+    out = asyncio.run(chunks_of(pieces, failed))
+    texts = [event.text for event in out if isinstance(event, TextDelta)]
+    full = "".join(pieces)
+    assert "".join(texts) == full
+    assert all(texts)
+    position = 0
+    for text in texts[:-1]:  # every cut but the end of the text
+        position += len(text)
+        before, after = full[position - 1], full[position]
+        if before.isspace():
+            continue  # a mark after whitespace has nothing to combine with
+        assert unicodedata.east_asian_width(before) in ("W", "F")
+        assert after != "\u200d"
+        assert not unicodedata.category(after).startswith("M")
+    assert out[0] == StreamStarted("s", "m")
+    assert out[-1] is failed
+
+
+def test_tail_is_flushed_before_the_last_event() -> None:
+    out = asyncio.run(chunks_of(["Hel", "lo wo", "rld"], StreamFailed(UpstreamUnavailable("x"))))
+    assert [type(e).__name__ for e in out] == [
+        "StreamStarted",
+        "TextDelta",
+        "TextDelta",
+        "StreamFailed",
+    ]
+    assert [e.text for e in out if isinstance(e, TextDelta)] == ["Hello ", "world"]
