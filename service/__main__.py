@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
@@ -10,6 +11,7 @@ from pydantic import ValidationError
 from service.app import create_app
 from service.logging_config import configure_logging
 from service.settings import Settings
+from service.shutdown import ShutdownCoordinator
 
 
 def describe_configuration_error(error: ValidationError) -> str:
@@ -22,6 +24,18 @@ def describe_configuration_error(error: ValidationError) -> str:
     return "configuration error:\n" + "\n".join(lines)
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn, telling the app when SIGTERM/SIGINT arrives so it can drain (service.shutdown)."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: ShutdownCoordinator) -> None:
+        super().__init__(config)
+        self._shutdown = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._shutdown.begin()
+        super().handle_exit(sig, frame)
+
+
 def main() -> None:
     try:
         settings = Settings()
@@ -29,14 +43,18 @@ def main() -> None:
         print(describe_configuration_error(error), file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
+        # A backstop only: streams end themselves when the grace period runs out.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
+    GracefulServer(config, app.state.shutdown).run()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -9,13 +10,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
+from service.auth import APIKeys
 from service.chat import ChatService
 from service.errors import InvalidRequest, ServiceError
 from service.http.stream_response import error_response
+from service.limits import StreamLimits
 from service.routes import router
 from service.settings import Settings
+from service.shutdown import ShutdownCoordinator
 from service.upstream.base import ChatUpstream
 from service.wire.payloads import error_body
 
@@ -43,6 +48,7 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         chosen = upstream if upstream is not None else build_upstream(resolved)
         app.state.chat = ChatService(resolved, chosen)
+        app.state.shutdown.attach(asyncio.get_running_loop())
         if chosen.provider == "demo":
             logger.warning(
                 "no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_*): "
@@ -55,7 +61,27 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         finally:
             await chosen.aclose()
 
-    app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="LLM chat streaming service",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.api_keys = APIKeys(resolved.api_keys)
+    app.state.stream_limits = StreamLimits(
+        per_process=resolved.max_concurrent_streams, per_key=resolved.max_streams_per_key
+    )
+    app.state.shutdown = ShutdownCoordinator(resolved.shutdown_grace_seconds)
+    if resolved.cors_origins:
+        # Starlette's CORS middleware is plain ASGI: streaming and disconnects pass through.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(resolved.cors_origins),
+            allow_credentials=resolved.cors_allow_credentials,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Accept", "Last-Event-ID"],
+            expose_headers=["Retry-After"],
+            max_age=600,
+        )
     app.include_router(router)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

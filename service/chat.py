@@ -15,6 +15,7 @@ from service.metrics import StreamRecorder, observe
 from service.relay import relay
 from service.schemas import ChatRequest
 from service.settings import Settings
+from service.timeouts import first_event_within
 from service.upstream.base import ChatUpstream, CompletionParams
 
 
@@ -50,5 +51,8 @@ class ChatService:
             provider=self.upstream.provider,
             received_at=received_at,
         )
-        events = relay(observe(self.upstream.stream(params), recorder), recorder)
+        upstream = first_event_within(
+            self.upstream.stream(params), self.settings.first_token_timeout_seconds
+        )
+        events = relay(observe(upstream, recorder), recorder)
         return stream_id, rechunk_words(events) if word_chunks else events

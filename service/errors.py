@@ -3,6 +3,9 @@
     ServiceError
     ├── InvalidRequest          400/422  the client's request is wrong
     ├── NotAcceptable           406      no supported wire format matches `Accept`
+    ├── PayloadTooLarge         413      the body exceeds MAX_BODY_BYTES
+    ├── Unauthorized            401      missing or wrong service API key
+    ├── TooManyStreams          429      this process (or this key) is at its stream limit
     ├── UpstreamAuthFailed      502      the service's own upstream credentials were refused
     ├── UpstreamRateLimited     429      the upstream asked us to slow down (Retry-After kept)
     ├── UpstreamRejected        400      the upstream refused this request (context too long, ...)
@@ -59,6 +62,26 @@ class InvalidRequest(ServiceError):
 class NotAcceptable(ServiceError):
     status_code = 406
     error_type = "not_acceptable"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    error_type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        # https://www.rfc-editor.org/rfc/rfc6750#section-3
+        return {"WWW-Authenticate": 'Bearer realm="chat"'}
+
+
+class TooManyStreams(ServiceError):
+    status_code = 429
+    error_type = "too_many_streams"
+    retryable = True
 
 
 class UpstreamAuthFailed(ServiceError):

@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from starlette.responses import HTMLResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from service.chat import ChatService
-from service.errors import InvalidRequest
-from service.http.stream_response import ChatStreamResponse
+from service.errors import InvalidRequest, PayloadTooLarge
+from service.http.stream_response import SHUTTING_DOWN, ChatStreamResponse
 from service.schemas import (
     ChatRequest,
+    enforce_limits,
     openapi_request_body,
     parse_chat_request,
     validate_chat_request,
@@ -38,7 +40,23 @@ def get_chat_service(request: Request) -> ChatService:
     return service
 
 
+_bearer = HTTPBearer(auto_error=False, description="One of SERVICE_API_KEYS, when configured")
+
+
+def admit(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    """The caller's key id (None when keys are off); 401 without a valid key, 503 when draining."""
+    authorization = f"Bearer {credentials.credentials}" if credentials else None
+    key_id: str | None = request.app.state.api_keys.identify(authorization)
+    if request.app.state.shutdown.draining:
+        raise SHUTTING_DOWN
+    return key_id
+
+
 ChatServiceDep = Annotated[ChatService, Depends(get_chat_service)]
+CallerDep = Annotated[str | None, Depends(admit)]
 FormatQuery = Annotated[
     FormatName | None, Query(description="Wire format; overrides the Accept header")
 ]
@@ -47,17 +65,47 @@ ChunkingQuery = Annotated[
 ]
 LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", include_in_schema=False)]
 
+_PAYLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "content"],
+    "properties": {
+        "type": {"enum": ["start", "delta", "end", "error", "ping"]},
+        "content": {"type": "string"},
+    },
+}
+# One SSE event (https://spec.openapis.org/oas/v3.2.0.html#special-considerations-for-server-sent-events)
+_SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "a JSON payload, or [DONE] last"},
+        "event": {"enum": ["start", "end", "error", "message"]},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {"text/event-stream": {}, "application/x-ndjson": {}, "text/plain": {}},
+        "content": {
+            # With itemSchema, `schema` describes the whole stream: the list of its events.
+            "text/event-stream": {
+                "itemSchema": _SSE_EVENT_SCHEMA,
+                "schema": {"type": "array", "items": _SSE_EVENT_SCHEMA},
+            },
+            "application/x-ndjson": {"itemSchema": _PAYLOAD_SCHEMA},
+            "text/plain": {"schema": {"type": "string"}},
+        },
         "description": "The answer, in the negotiated format",
     },
     204: {"description": "EventSource reconnected after the stream's end: nothing more to send"},
     400: {"description": "Malformed JSON, or the upstream refused the request"},
+    401: {"description": "SERVICE_API_KEYS are configured and no valid key was sent"},
     406: {"description": "No supported format in Accept"},
+    413: {"description": "The body exceeds MAX_BODY_BYTES"},
     422: {"description": "The request names a bad field"},
     429: {"description": "Rate limited upstream; see Retry-After"},
     502: {"description": "Upstream unreachable, failing, or refusing our credentials"},
+    503: {"description": "The server is shutting down: retry elsewhere"},
     504: {"description": "Upstream timed out"},
 }
 _STREAM_ROUTE: dict[str, Any] = {
@@ -66,7 +114,7 @@ _STREAM_ROUTE: dict[str, Any] = {
     "responses": _STREAM_RESPONSES,
 }
 _RESPONSE_OPTIONS = {"format", "chunking"}
-_GET_FIELDS = {"message", "prompt", "model", "temperature", "max_tokens"}
+_GET_FIELDS = {"message", "model", "temperature", "max_tokens"}
 
 
 def _refuse_unknown_parameters(request: Request, allowed: set[str]) -> None:
@@ -84,20 +132,39 @@ def _refuse_unknown_parameters(request: Request, allowed: set[str]) -> None:
         raise InvalidRequest(f"query parameter(s) given more than once: {', '.join(repeated)}")
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit`: from its declared
+    `Content-Length`, or while a chunked body arrives (so it is never held in memory whole)."""
+    too_large = PayloadTooLarge(f"the request body exceeds {limit} bytes (MAX_BODY_BYTES)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise too_large
+    return bytes(received)
+
+
 def _stream(
     request: Request,
     chat: ChatService,
     body: ChatRequest,
     *,
+    caller: str | None,
     received_at: float,
     format_name: FormatName | None,
     chunking: Chunking,
 ) -> ChatStreamResponse:
     settings = chat.settings
+    enforce_limits(body, settings)
     chosen = choose_format(format_name, request.headers.get("accept"))
     make_encoder = encoder_factory(
         chosen, sse_retry_ms=settings.sse_retry_ms, ndjson_heartbeat=settings.ndjson_heartbeat
     )
+    # Taken last: every check that can refuse the request has passed.
+    slot = request.app.state.stream_limits.acquire(caller)
     stream_id, events = chat.open_stream(
         body, received_at=received_at, word_chunks=chunking == "word"
     )
@@ -107,6 +174,8 @@ def _stream(
         heartbeat_seconds=settings.heartbeat_seconds,
         send_timeout_seconds=settings.send_timeout_seconds,
         headers={"Vary": "Accept"},
+        slot=slot,
+        shutdown=request.app.state.shutdown,
     )
 
 
@@ -119,6 +188,7 @@ def _stream(
 async def chat_stream(
     request: Request,
     chat: ChatServiceDep,
+    caller: CallerDep,
     format: FormatQuery = None,
     chunking: ChunkingQuery = "token",
     last_event_id: LastEventId = None,
@@ -127,9 +197,15 @@ async def chat_stream(
     if is_finished_stream_id(last_event_id):
         return Response(status_code=204)
     _refuse_unknown_parameters(request, _RESPONSE_OPTIONS)
-    body = parse_chat_request(await request.body())
+    body = parse_chat_request(await read_body(request, chat.settings.max_body_bytes))
     return _stream(
-        request, chat, body, received_at=received_at, format_name=format, chunking=chunking
+        request,
+        chat,
+        body,
+        caller=caller,
+        received_at=received_at,
+        format_name=format,
+        chunking=chunking,
     )
 
 
@@ -141,11 +217,11 @@ async def chat_stream(
 async def chat_stream_get(
     request: Request,
     chat: ChatServiceDep,
-    message: Annotated[str | None, Query(description="The user's message")] = None,
-    prompt: Annotated[str | None, Query(description="Same as message")] = None,
-    model: str | None = None,
-    temperature: float | None = None,
-    max_tokens: int | None = None,
+    caller: CallerDep,
+    message: Annotated[str, Query(min_length=1, description="The user's message")],
+    model: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    temperature: Annotated[float | None, Query(ge=0, le=2)] = None,
+    max_tokens: Annotated[int | None, Query(ge=1)] = None,
     format: FormatQuery = None,
     chunking: ChunkingQuery = "token",
     last_event_id: LastEventId = None,
@@ -157,7 +233,13 @@ async def chat_stream_get(
     fields = {name: request.query_params[name] for name in _GET_FIELDS & set(request.query_params)}
     body = validate_chat_request(fields)
     return _stream(
-        request, chat, body, received_at=received_at, format_name=format, chunking=chunking
+        request,
+        chat,
+        body,
+        caller=caller,
+        received_at=received_at,
+        format_name=format,
+        chunking=chunking,
     )
 
 
@@ -171,7 +253,7 @@ async def chat_page() -> HTMLResponse:
     return HTMLResponse(_page())
 
 
-@router.get("/healthz", summary="Liveness, and which upstream is configured")
+@router.get("/healthz", summary="Liveness: the process answers")
 async def healthz(chat: ChatServiceDep) -> dict[str, Any]:
     return {
         "status": "ok",
@@ -179,3 +261,15 @@ async def healthz(chat: ChatServiceDep) -> dict[str, Any]:
         "model": chat.resolve_model(None),
         "demo": chat.upstream.provider == "demo",
     }
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: configured and not shutting down (503 while draining)",
+    responses={503: {"description": "Draining after SIGTERM: route no new streams here"}},
+)
+async def readyz(request: Request) -> JSONResponse:
+    draining = request.app.state.shutdown.draining
+    return JSONResponse(
+        {"status": "draining" if draining else "ready"}, status_code=503 if draining else 200
+    )

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.errors import InvalidRequest
+from service.settings import Settings
 from service.upstream.base import ChatMessage
 
 Role = Literal["system", "user", "assistant"]
@@ -87,11 +88,52 @@ def validate_chat_request(fields: dict[str, Any]) -> ChatRequest:
         raise describe_validation_error(error) from None
 
 
+def enforce_limits(request: ChatRequest, settings: Settings) -> None:
+    """The configured bounds on size and spend; each 422 names the limit and its variable."""
+    messages = request.chat_messages()
+    if len(messages) > settings.max_messages:
+        raise InvalidRequest(
+            f"messages: at most {settings.max_messages} messages are accepted "
+            f"(MAX_MESSAGES), got {len(messages)}"
+        )
+    characters = sum(len(message.content) for message in messages)
+    if characters > settings.max_input_chars:
+        raise InvalidRequest(
+            f"messages: at most {settings.max_input_chars} characters of content are accepted "
+            f"(MAX_INPUT_CHARS), got {characters}"
+        )
+    if request.max_tokens is not None and request.max_tokens > settings.max_output_tokens:
+        raise InvalidRequest(
+            f"max_tokens: at most {settings.max_output_tokens} (MAX_OUTPUT_TOKENS), "
+            f"got {request.max_tokens}"
+        )
+
+
+def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """Replace pydantic's `#/$defs/...` references by the definitions themselves: inside an
+    OpenAPI document such a reference would point at the document's root, where nothing is."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if isinstance(reference, str) and reference.startswith("#/$defs/"):
+                return resolve(definitions[reference.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 def openapi_request_body() -> dict[str, Any]:
-    """The body's schema for the OpenAPI document (the route parses the body itself)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": ChatRequest.model_json_schema()}},
-        }
-    }
+    """The body's schema for the OpenAPI document (the route parses the body itself), with
+    "exactly one of messages, prompt, message" spelt out as `oneOf`."""
+    schema = _inline_definitions(ChatRequest.model_json_schema())
+    schema["oneOf"] = [
+        {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+        for name in ("messages", "prompt", "message")
+    ]
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}

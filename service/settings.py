@@ -50,8 +50,10 @@ class Settings(BaseSettings):
     # Ask for the final usage chunk (`stream_options.include_usage`); some servers reject it.
     upstream_include_usage: bool = True
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    # Longest silence allowed between two upstream reads (also bounds the wait for the first).
+    # Longest silence allowed between two upstream reads: the idle timeout between chunks.
     upstream_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Longest wait from the request to the first token, retries included.
+    first_token_timeout_seconds: float = Field(default=60.0, gt=0)
     upstream_max_retries: int = Field(default=2, ge=0, le=10)
     # The SDK's HTTP transport. aiohttp reads a streamed event for about half the CPU of httpx2
     # (`bench/parse_cost.py`); both keep the SDK's auth, retries and errors.
@@ -69,6 +71,24 @@ class Settings(BaseSettings):
     # A client that accepts no bytes for this long is dropped and its upstream closed.
     send_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    # On SIGTERM, open streams get this long to finish before they are ended in-band.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+
+    # Limits (issue #4): 429 beyond the concurrency limits, 413 beyond the body size, 422 beyond
+    # the others, each naming the limit.
+    max_concurrent_streams: int = Field(default=200, ge=1)
+    max_streams_per_key: int | None = Field(default=None, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_messages: int = Field(default=500, ge=1)
+    max_input_chars: int = Field(default=400_000, ge=1)
+    max_output_tokens: int = Field(default=16_384, ge=1)
+
+    # Comma-separated keys clients must send as `Authorization: Bearer <key>`; none: open.
+    service_api_keys: SecretStr | None = None
+    # Comma-separated origins allowed to call the API from a browser (CORS); none: same origin.
+    cors_allow_origins: str = ""
+    cors_allow_credentials: bool = False
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -76,7 +96,28 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_provider(self) -> Settings:
         self._resolve_provider()
+        if "*" in self.cors_origins and self.cors_allow_credentials:
+            raise ConfigurationError(
+                "CORS_ALLOW_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true "
+                "(browsers refuse it, and it would let any site use a visitor's credentials); "
+                "list the origins"
+            )
+        if self.max_streams_per_key is not None and not self.api_keys:
+            raise ConfigurationError("MAX_STREAMS_PER_KEY needs SERVICE_API_KEYS")
         return self
+
+    @property
+    def api_keys(self) -> tuple[str, ...]:
+        if self.service_api_keys is None:
+            return ()
+        raw = self.service_api_keys.get_secret_value()
+        return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+    @property
+    def cors_origins(self) -> tuple[str, ...]:
+        return tuple(
+            origin.strip() for origin in self.cors_allow_origins.split(",") if origin.strip()
+        )
 
     @property
     def provider(self) -> Provider:

@@ -73,6 +73,19 @@ class RunningService:
         host, port = self.base_url.removeprefix("http://").split(":")
         return host, int(port)
 
+    def begin_shutdown(self) -> None:
+        """What SIGTERM does to `python -m service`, on the server's own loop."""
+        app: Any = self._server.config.app
+        loop = app.state.shutdown._loop
+        done = threading.Event()
+
+        def begin() -> None:
+            app.state.shutdown.begin()
+            done.set()
+
+        loop.call_soon_threadsafe(begin)
+        done.wait(5)
+
     def wait_for_summaries(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         end = time.monotonic() + timeout
         while time.monotonic() < end and len(self.log.summaries) < count:

@@ -161,7 +161,8 @@ def test_get_streams_the_same_events(service: RunningService, upstream: FakeUpst
         ({"message": "hi", "max_tokens": "lots"}, "max_tokens"),
         ({"message": "hi", "format": "xml"}, "format"),
         ({"message": "hi", "chunking": "sentence"}, "chunking"),
-        ({}, "exactly one of"),
+        ({}, "message"),
+        ({"prompt": "hi"}, "message"),  # GET takes `message` only
     ],
 )
 def test_get_refuses_bad_parameters(

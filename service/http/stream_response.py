@@ -9,10 +9,14 @@ Two phases:
    the SDK is sleeping between retries. If the first event takes longer than one heartbeat
    interval, headers go out anyway so that heartbeats can keep proxies from timing the stream
    out; an error after that point travels in-band.
-2. *Streaming.* Three tasks, the first to finish ends the response and the others are
-   cancelled: the sender (events -> encoder -> `send`), the disconnect listener, and a monitor
-   that sends the format's heartbeat after `heartbeat_seconds` without a write and drops a
-   client that has not accepted a write for `send_timeout_seconds`.
+2. *Streaming.* Four tasks, the first to finish ends the response and the others are
+   cancelled: the sender (events -> encoder -> `send`), the disconnect listener, a monitor that
+   sends the format's heartbeat after `heartbeat_seconds` without a write and drops a client
+   that has not accepted a write for `send_timeout_seconds`, and the shutdown watch: when the
+   grace period after SIGTERM runs out, the sender is cancelled and the stream ends with an
+   in-band `server_shutting_down` error and the format's end marker (`service.shutdown`).
+
+The stream slot (`service.limits`) is given back when the response ends, however it ends.
 
 Cancelling the sender closes the event iterator in its `finally`, and so the upstream request:
 each layer below closes its own inner iterator (`contextlib.aclosing`), so nothing waits for
@@ -34,8 +38,10 @@ from collections.abc import AsyncGenerator, Mapping
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.errors import ServiceError
+from service.errors import ServerShuttingDown, ServiceError
 from service.events import ResponseEvent, StreamFailed
+from service.limits import StreamSlot
+from service.shutdown import ShutdownCoordinator
 from service.wire.base import Encoder
 from service.wire.payloads import error_body
 
@@ -52,6 +58,9 @@ STREAM_HEADERS = {
 
 class SendTimeout(Exception):
     """The client accepted no bytes for `send_timeout_seconds`."""
+
+
+SHUTTING_DOWN = ServerShuttingDown("the server is shutting down; retry the request")
 
 
 def error_response(error: ServiceError) -> Response:
@@ -81,8 +90,12 @@ class ChatStreamResponse(Response):
         heartbeat_seconds: float,
         send_timeout_seconds: float,
         headers: Mapping[str, str] | None = None,
+        slot: StreamSlot | None = None,
+        shutdown: ShutdownCoordinator | None = None,
     ) -> None:
         self._events = events
+        self._slot = slot
+        self._shutdown = shutdown
         self._encoder = encoder
         self._heartbeat_seconds = heartbeat_seconds
         self._send_timeout_seconds = send_timeout_seconds
@@ -97,25 +110,45 @@ class ChatStreamResponse(Response):
         self._send_lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self._respond(scope, receive, send)
+        finally:
+            if self._slot is not None:
+                self._slot.release()
+
+    async def _grace_expired(self) -> None:
+        if self._shutdown is None:
+            await asyncio.Future()  # never
+        else:
+            await self._shutdown.grace_expired.wait()
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         first: asyncio.Future[ResponseEvent] = asyncio.ensure_future(anext(self._events))
         disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
+        stopping = asyncio.ensure_future(self._grace_expired())
         try:
             await asyncio.wait(
-                (first, disconnected),
+                (first, disconnected, stopping),
                 timeout=self._heartbeat_seconds,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         except BaseException:  # the server cancelled us: leave nothing running
             disconnected.cancel()
+            stopping.cancel()
             await self._discard(first)
             raise
-        if disconnected.done():
+        if disconnected.done() or stopping.done():
+            disconnected.cancel()
+            stopping.cancel()
             await self._discard(first)
+            if stopping.done():
+                await error_response(SHUTTING_DOWN)(scope, receive, send)
             return
         if first.done() and not first.cancelled() and first.exception() is None:
             opening = first.result()
             if isinstance(opening, StreamFailed):
                 disconnected.cancel()
+                stopping.cancel()
                 await self._discard(first)
                 await error_response(opening.error)(scope, receive, send)
                 return
@@ -123,13 +156,14 @@ class ChatStreamResponse(Response):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         if scope.get("method") == "HEAD":
             disconnected.cancel()
+            stopping.cancel()
             await self._discard(first)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         self._last_write_at = asyncio.get_running_loop().time()
         sender = asyncio.ensure_future(self._send_events(send, first))
         monitor = asyncio.ensure_future(self._monitor(send))
-        tasks = (sender, disconnected, monitor)
+        tasks = (sender, disconnected, monitor, stopping)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -143,6 +177,18 @@ class ChatStreamResponse(Response):
             logger.warning(
                 "client accepted no bytes for %ss; stream dropped", self._send_timeout_seconds
             )
+        elif sender.cancelled() and not stopping.cancelled():
+            await self._farewell(send)
+
+    async def _farewell(self, send: Send) -> None:
+        """End a stream cut by shutdown the way the format ends an error: never without a
+        terminal event. Bounded by the send timeout: a stalled client does not hold the exit."""
+        body = self._encoder.encode(StreamFailed(SHUTTING_DOWN)) + self._encoder.close()
+        try:
+            async with asyncio.timeout(self._send_timeout_seconds):
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+        except (TimeoutError, OSError):
+            logger.warning("could not send the shutdown notice; connection dropped")
 
     async def _send_events(self, send: Send, first: asyncio.Future[ResponseEvent]) -> None:
         encoder = self._encoder

@@ -1,0 +1,37 @@
+"""Graceful shutdown: drain, give open streams a grace period, then end the rest in-band.
+
+On SIGTERM (`begin`): new streams are refused with 503 and `/readyz` fails, so orchestrators
+stop routing here; open streams go on. When `grace_seconds` have passed, `grace_expired` is set
+and every stream still open ends with an in-band `server_shutting_down` error and its format's
+end marker (`ChatStreamResponse`), closing its upstream request. uvicorn itself stops accepting
+connections at the signal and exits once the last response is complete; its own
+`timeout_graceful_shutdown` is set a little longer than the grace period, as a backstop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+
+class ShutdownCoordinator:
+    def __init__(self, grace_seconds: float) -> None:
+        self.grace_seconds = grace_seconds
+        self.draining = False
+        self.grace_expired = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to the loop the app runs on (at start-up)."""
+        self._loop = loop
+
+    def begin(self) -> None:
+        """Start draining. Safe from a signal handler: the timer is armed on the loop."""
+        if self.draining:
+            return
+        self.draining = True
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._arm)
+
+    def _arm(self) -> None:
+        assert self._loop is not None
+        self._loop.call_later(self.grace_seconds, self.grace_expired.set)

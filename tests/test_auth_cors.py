@@ -1,0 +1,156 @@
+"""Service API keys and CORS."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from tests.conftest import TEST_KEY, RunningService, ServiceFactory, make_settings, stream_chat
+from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+
+KEYS = "first-service-key,second-service-key"
+
+
+@pytest.fixture
+def guarded(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningService:
+    return service_factory(
+        openai_api_key=TEST_KEY,
+        openai_base_url=upstream.base_url,
+        service_api_keys=KEYS,
+        max_streams_per_key=1,
+        cors_allow_origins="https://chat.example.com",
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": "Bearer wrong"},
+        {"authorization": "Basic Zmlyc3Q="},
+        {"authorization": "Bearer"},
+        {"authorization": "Bearer first-service-key-but-longer"},
+    ],
+)
+def test_missing_or_wrong_key_is_the_same_401(
+    guarded: RunningService, upstream: FakeUpstream, headers: dict[str, str]
+) -> None:
+    for method in ("POST", "GET"):
+        response = httpx.request(
+            method,
+            guarded.base_url + "/api/chat/stream",
+            params={"message": "hi"} if method == "GET" else None,
+            json={"prompt": "hi"} if method == "POST" else None,
+            headers=headers,
+        )
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.json() == {
+            "error": {
+                "type": "unauthorized",
+                "message": "a valid API key is required: send Authorization: Bearer <key>",
+                "retryable": False,
+            }
+        }
+    assert upstream.exchanges == []
+
+
+def test_each_configured_key_works(guarded: RunningService, upstream: FakeUpstream) -> None:
+    for key in KEYS.split(","):
+        upstream.queue(Reply(pieces=answer_pieces([" ok"])))
+        response, _ = stream_chat(
+            guarded.base_url, {"prompt": "hi"}, headers={"authorization": f"Bearer {key}"}
+        )
+        assert response.status_code == 200
+
+
+def test_health_stays_open_and_quiet(guarded: RunningService) -> None:
+    for path in ("/healthz", "/readyz"):
+        response = httpx.get(guarded.base_url + path)
+        assert response.status_code == 200
+        assert "key" not in response.text.lower()
+
+
+def test_per_key_limit(guarded: RunningService, upstream: FakeUpstream) -> None:
+    upstream.queue(Reply(pieces=answer_pieces([" w"] * 40), pause=0.05))
+    sock = socket.create_connection(guarded.host_port)
+    payload = json.dumps({"prompt": "a"}).encode()
+    sock.sendall(
+        b"POST /api/chat/stream HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer first-service-key\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+    )
+    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
+    same_key = httpx.post(
+        guarded.base_url + "/api/chat/stream",
+        json={"prompt": "b"},
+        headers={"authorization": "Bearer first-service-key"},
+    )
+    assert same_key.status_code == 429
+    assert "API key" in same_key.json()["error"]["message"]
+    upstream.queue(Reply(pieces=answer_pieces([" ok"])))
+    other_key = httpx.post(
+        guarded.base_url + "/api/chat/stream",
+        json={"prompt": "c"},
+        headers={"authorization": "Bearer second-service-key"},
+    )
+    assert other_key.status_code == 200
+    sock.close()
+
+
+def test_cors_preflight_for_allowed_origin(guarded: RunningService) -> None:
+    response = httpx.options(
+        guarded.base_url + "/api/chat/stream",
+        headers={
+            "origin": "https://chat.example.com",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "https://chat.example.com"
+    assert "POST" in response.headers["access-control-allow-methods"]
+    assert "authorization" in response.headers["access-control-allow-headers"].lower()
+
+
+def test_cors_foreign_origin_gets_no_allow_headers(
+    guarded: RunningService, upstream: FakeUpstream
+) -> None:
+    preflight = httpx.options(
+        guarded.base_url + "/api/chat/stream",
+        headers={"origin": "https://evil.example", "access-control-request-method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    upstream.queue(Reply(pieces=answer_pieces([" ok"])))
+    simple = httpx.post(
+        guarded.base_url + "/api/chat/stream",
+        json={"prompt": "hi"},
+        headers={"origin": "https://evil.example", "authorization": "Bearer first-service-key"},
+    )
+    assert "access-control-allow-origin" not in simple.headers
+
+
+def test_cors_allowed_origin_on_the_stream(guarded: RunningService, upstream: FakeUpstream) -> None:
+    upstream.queue(Reply(pieces=answer_pieces([" ok"])))
+    response, _ = stream_chat(
+        guarded.base_url,
+        {"prompt": "hi"},
+        headers={
+            "origin": "https://chat.example.com",
+            "authorization": "Bearer second-service-key",
+        },
+    )
+    assert response.headers["access-control-allow-origin"] == "https://chat.example.com"
+
+
+def test_wildcard_with_credentials_is_refused_at_start() -> None:
+    with pytest.raises(ValidationError, match="CORS_ALLOW_ORIGINS"):
+        make_settings(cors_allow_origins="*", cors_allow_credentials=True)
+
+
+def test_per_key_limit_needs_keys() -> None:
+    with pytest.raises(ValidationError, match="SERVICE_API_KEYS"):
+        make_settings(max_streams_per_key=2)

@@ -1,0 +1,86 @@
+"""No secret gets out: everything a service process produced (responses, headers, logs at debug
+level) is scanned for the upstream key and the service key, after upstreams that echo the key
+in every kind of error."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
+from tests.test_settings import free_port, service_env
+from tests.test_shutdown import wait_until_listening
+
+UPSTREAM_KEY = "sk-proj-SECRETupstream0123456789abcdef"
+SERVICE_KEY = "svc-SECRETservice0123456789"
+
+
+def echoing_replies() -> list[Reply]:
+    echo = f"Incorrect API key provided: {UPSTREAM_KEY}. You can find your key at ..."
+    midstream = json.dumps({"error": {"message": f"failed for {UPSTREAM_KEY}", "type": "x"}})
+    return [
+        Reply(status=401, body=error_body(echo, "invalid_request_error", "invalid_api_key")),
+        Reply(status=403, body=error_body(echo, "permission_error")),
+        Reply(status=400, body=error_body(f"bad request with key {UPSTREAM_KEY}", "invalid")),
+        Reply(status=404, body=error_body(f"model not found for {UPSTREAM_KEY[:20]}...", "x")),
+        Reply(status=429, headers={"retry-after": "1"}, body=error_body(echo, "requests")),
+        Reply(status=500, body=error_body(echo, "server_error")),
+        Reply(pieces=[chunk_event(content="Hi"), b"data: " + midstream.encode() + b"\n\n"]),
+        Reply(pieces=answer_pieces([" fine"])),
+    ]
+
+
+def test_no_secret_in_anything_the_service_produced(upstream: FakeUpstream, tmp_path: Path) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=service_env(
+            OPENAI_API_KEY=UPSTREAM_KEY,
+            OPENAI_BASE_URL=upstream.base_url,
+            SERVICE_API_KEYS=SERVICE_KEY,
+            PORT=str(port),
+            LOG_LEVEL="debug",
+            UPSTREAM_MAX_RETRIES="0",
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    produced: list[str] = []
+    try:
+        wait_until_listening(base_url, process)
+        auth = {"authorization": f"Bearer {SERVICE_KEY}"}
+        replies = echoing_replies()
+        upstream.queue(*replies)
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            for _ in replies:
+                response = client.post("/api/chat/stream", json={"prompt": "hi"}, headers=auth)
+                produced += [response.text, repr(response.headers)]
+            for wrong in ({}, {"authorization": f"Bearer {SERVICE_KEY}x"}):
+                response = client.post("/api/chat/stream", json={"prompt": "hi"}, headers=wrong)
+                assert response.status_code == 401
+                produced += [response.text, repr(response.headers)]
+            for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/"):
+                response = client.get(path)
+                produced += [response.text, repr(response.headers)]
+        assert len(upstream.exchanges) == len(replies)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            stdout, stderr = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+    produced += [stdout, stderr]
+    everything = "\n".join(produced)
+    assert '"outcome": "error"' in stderr  # the run did produce the error logs scanned here
+    assert "[redacted]" in everything  # the echoing upstream messages were reduced
+    for secret in (UPSTREAM_KEY, SERVICE_KEY, UPSTREAM_KEY[:20], "SECRETupstream", "SECRETservice"):
+        assert secret not in everything, secret

@@ -1,0 +1,123 @@
+"""Graceful shutdown: on SIGTERM open streams finish within the grace period, the rest end
+in-band with a retryable `server_shutting_down` error and [DONE], and the process exits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import TEST_KEY, RunningService, SSEEvent, read_events
+from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from tests.test_settings import free_port, service_env
+
+GRACE_SECONDS = 2.0
+
+
+def consume(base_url: str, prompt: str) -> list[SSEEvent]:
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", base_url + "/api/chat/stream", json={"prompt": prompt}) as response,
+    ):
+        assert response.status_code == 200
+        return read_events(response)
+
+
+def wait_until_listening(base_url: str, process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(base_url + "/healthz")
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise
+            time.sleep(0.05)
+
+
+def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    short = Reply(pieces=answer_pieces([" s"] * 8), pause=0.1)  # ~1 s: within the grace
+    long = Reply(pieces=answer_pieces([" l"] * 200), pause=0.1)  # ~20 s: cut by shutdown
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=service_env(
+            OPENAI_API_KEY=TEST_KEY,
+            OPENAI_BASE_URL=upstream.base_url,
+            PORT=str(port),
+            SHUTDOWN_GRACE_SECONDS=str(GRACE_SECONDS),
+            UPSTREAM_MAX_RETRIES="0",
+        ),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until_listening(base_url, process)
+        prompts = ["short-1", "short-2", "long-1", "long-2", "long-3"]
+        replies = {"short": short, "long": long}
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            futures = {}
+            for prompt in prompts:
+                # Queue the reply for this request, then wait until it reached the upstream,
+                # so each prompt gets its own reply.
+                upstream.queue(replies[prompt.split("-")[0]])
+                futures[prompt] = pool.submit(consume, base_url, prompt)
+                count = len(futures)
+                assert upstream.wait_for(lambda count=count: len(upstream.exchanges) == count)
+            time.sleep(0.3)
+            signalled_at = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            with pytest.raises(httpx.TransportError):  # no new connections are accepted
+                httpx.post(base_url + "/api/chat/stream", json={"prompt": "late"}, timeout=2)
+            results = {prompt: future.result(timeout=30) for prompt, future in futures.items()}
+        process.wait(timeout=GRACE_SECONDS + 8)
+        exited_after = time.monotonic() - signalled_at
+    finally:
+        if process.poll() is None:
+            process.kill()
+        _, stderr = process.communicate(timeout=10)
+
+    assert exited_after < GRACE_SECONDS + 6
+    for prompt, events in results.items():
+        assert events[-1].data == "[DONE]", prompt  # never truncated
+        final = events[-2].json()
+        if prompt.startswith("short"):
+            assert final["type"] == "end"
+            assert final["finish_reason"] == "stop"
+        else:
+            assert final["type"] == "error"
+            assert final["error"]["type"] == "server_shutting_down"
+            assert final["error"]["retryable"] is True
+    long_exchanges = [e for e in upstream.exchanges if b"long" in e.body]
+    assert len(long_exchanges) == 3
+    assert all(e.disconnected_at is not None and not e.completed for e in long_exchanges)
+    assert len(upstream.exchanges) == len(prompts)
+    assert stderr.count('"outcome": "completed"') == 2
+    assert stderr.count('"outcome": "cancelled"') == 3
+    assert "Traceback" not in stderr
+
+
+def test_draining_refuses_new_streams_and_fails_readiness(service: RunningService) -> None:
+    assert httpx.get(service.base_url + "/readyz").status_code == 200
+    service.begin_shutdown()
+    readiness = httpx.get(service.base_url + "/readyz")
+    assert readiness.status_code == 503
+    assert readiness.json() == {"status": "draining"}
+    assert httpx.get(service.base_url + "/healthz").status_code == 200
+    refused = httpx.post(service.base_url + "/api/chat/stream", json={"prompt": "hi"})
+    assert refused.status_code == 503
+    assert refused.json()["error"]["type"] == "server_shutting_down"
+    assert os.environ.get("OPENAI_API_KEY") is None  # the test ran with a clean environment

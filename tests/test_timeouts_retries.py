@@ -1,0 +1,90 @@
+"""Timeouts end streams clearly and close the upstream; retries happen only before the first
+token, while the client is there, and never duplicate anything."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import TEST_KEY, RunningService, ServiceFactory, answer_text, stream_chat
+from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+
+
+@pytest.fixture
+def retrying(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningService:
+    return service_factory(
+        openai_api_key=TEST_KEY, openai_base_url=upstream.base_url, upstream_max_retries=2
+    )
+
+
+def test_first_token_timeout_before_headers_is_504_and_closes_upstream(
+    service_factory: ServiceFactory, upstream: FakeUpstream
+) -> None:
+    running = service_factory(
+        openai_api_key=TEST_KEY,
+        openai_base_url=upstream.base_url,
+        upstream_max_retries=0,
+        first_token_timeout_seconds=0.5,
+        heartbeat_seconds=5,
+    )
+    # Headers at once, then the first token never comes (each chunk within the read timeout).
+    upstream.queue(Reply(pieces=[b": keep-alive\n\n"] * 100, pause=0.1))
+    started = time.monotonic()
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 504
+    assert "no token within 0.5 s" in response.json()["error"]["message"]
+    assert time.monotonic() - started < 3
+    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
+
+
+def test_first_token_timeout_after_heartbeat_is_in_band(
+    service_factory: ServiceFactory, upstream: FakeUpstream
+) -> None:
+    running = service_factory(
+        openai_api_key=TEST_KEY,
+        openai_base_url=upstream.base_url,
+        upstream_max_retries=0,
+        first_token_timeout_seconds=0.8,
+        heartbeat_seconds=0.3,
+    )
+    upstream.queue(Reply(pieces=[b": keep-alive\n\n"] * 100, pause=0.1))
+    response, events = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 200
+    assert [e.event for e in events] == ["error", "message"]
+    assert events[0].json()["error"]["type"] == "upstream_timeout"
+    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
+
+
+def test_transient_failures_are_retried_before_the_first_token(
+    retrying: RunningService, upstream: FakeUpstream
+) -> None:
+    busy = Reply(status=503, headers={"retry-after-ms": "10"}, body=b'{"error":{"message":"x"}}')
+    limited = Reply(status=429, headers={"retry-after-ms": "10"}, body=b'{"error":{"message":"x"}}')
+    upstream.queue(busy, limited, Reply(pieces=answer_pieces([" one", " answer"])))
+    response, events = stream_chat(retrying.base_url, {"prompt": "hi"})
+    assert response.status_code == 200
+    assert answer_text(events) == " one answer"
+    assert len(upstream.exchanges) == 3
+    assert [e.event for e in events].count("start") == 1
+
+
+def test_nothing_is_retried_after_the_first_token(
+    retrying: RunningService, upstream: FakeUpstream
+) -> None:
+    upstream.queue(Reply(pieces=[chunk_event(content="Half")]))  # then the body just ends
+    upstream.default_reply = Reply(pieces=answer_pieces([" duplicate"]))
+    _, events = stream_chat(retrying.base_url, {"prompt": "hi"})
+    assert answer_text(events) == "Half"
+    assert events[-2].event == "error"
+    time.sleep(0.3)
+    assert len(upstream.exchanges) == 1
+
+
+def test_retries_give_up_with_one_error(retrying: RunningService, upstream: FakeUpstream) -> None:
+    upstream.default_reply = Reply(
+        status=500, headers={"retry-after-ms": "10"}, body=b'{"error":{"message":"down"}}'
+    )
+    response, _ = stream_chat(retrying.base_url, {"prompt": "hi"})
+    assert response.status_code == 502
+    assert len(upstream.exchanges) == 3  # the first try and two retries
