@@ -40,9 +40,10 @@ system-deps:
 test: system-deps lint check-deploy
 	$(BIN)/pytest
 
-bench: $(VENV)/.dev-installed
+bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.parse_cost
 	$(BIN)/python -m bench.relay_overhead
+	$(BIN)/python -m bench.nginx_latency
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
