@@ -65,7 +65,7 @@ def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
     )
     try:
         wait_until_listening(base_url, process)
-        prompts = ["short-1", "short-2", "long-1", "long-2", "long-3"]
+        prompts = [f"short-{i}" for i in range(4)] + [f"long-{i}" for i in range(8)]
         replies = {"short": short, "long": long}
         with ThreadPoolExecutor(len(prompts)) as pool:
             futures = {}
@@ -102,11 +102,11 @@ def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
             assert final["error"]["type"] == "server_shutting_down"
             assert final["error"]["retryable"] is True
     long_exchanges = [e for e in upstream.exchanges if b"long" in e.body]
-    assert len(long_exchanges) == 3
+    assert len(long_exchanges) == 8
     assert all(e.disconnected_at is not None and not e.completed for e in long_exchanges)
     assert len(upstream.exchanges) == len(prompts)
-    assert stderr.count('"outcome": "completed"') == 2
-    assert stderr.count('"outcome": "cancelled"') == 3
+    assert stderr.count('"outcome": "completed"') == 4
+    assert stderr.count('"outcome": "cancelled"') == 8
     assert "Traceback" not in stderr
 
 
