@@ -25,16 +25,14 @@ the h11 server: what a stream without the header gets.
 
 from __future__ import annotations
 
-import os
 import socket
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
+from bench.processes import ServiceProcess
 from bench.upstream_server import UpstreamProcess
-from tests.nginx_proxy import NginxProxy, free_port
+from tests.nginx_proxy import NginxProxy
 
 TOKENS = 12
 PAUSE = 0.015
@@ -43,43 +41,6 @@ CONTROL_REQUESTS = 5
 FORMATS = ("sse", "ndjson", "text")
 # What marks one piece of answer text in each format's body (the upstream's tokens are " w<i>").
 MARKS = {"sse": b'"type":"delta"', "ndjson": b'"type":"delta"', "text": b" w"}
-
-
-class ServiceProcess:
-    """The service in its own process: `python -m service`, or uvicorn with `--http h11`."""
-
-    def __init__(self, upstream: UpstreamProcess, http: str) -> None:
-        self.port = free_port()
-        environment = {
-            **os.environ,
-            "OPENAI_API_KEY": "bench",
-            "OPENAI_BASE_URL": upstream.base_url,
-            "PORT": str(self.port),
-            "LOG_LEVEL": "warning",
-            "UPSTREAM_MAX_RETRIES": "0",
-        }
-        command = [sys.executable, "-m", "service"]
-        if http == "h11":
-            command = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--http", "h11"]
-            command += ["--loop", "uvloop", "--host", "127.0.0.1", "--port", str(self.port)]
-            command += ["--log-level", "warning"]
-        self.process = subprocess.Popen(command, env=environment)
-        for _ in range(400):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("service did not start")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
 
 
 @dataclass

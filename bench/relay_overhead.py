@@ -15,35 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 
 import uvloop
 
+from bench.processes import ServiceProcess
 from bench.upstream_server import UpstreamProcess
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVICE_PATH = b"/api/chat/stream"
 SERVICE_MARK = b'"type":"delta"'
 DIRECT_PATH = b"/v1/chat/completions"
 DIRECT_MARK = b'"content": " w'
-
-
-def process_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def stream_once(port: int, path: bytes, mark: bytes) -> tuple[float, int]:
@@ -71,34 +54,6 @@ async def stream_once(port: int, path: bytes, mark: bytes) -> tuple[float, int]:
     return first_text, found
 
 
-class Service:
-    def __init__(self, upstream: UpstreamProcess) -> None:
-        self.port = free_port()
-        environment = {
-            **os.environ,
-            "OPENAI_API_KEY": "bench",
-            "OPENAI_BASE_URL": upstream.base_url,
-            "PORT": str(self.port),
-            "LOG_LEVEL": "warning",
-            "UPSTREAM_MAX_RETRIES": "0",
-        }
-        self.process = subprocess.Popen([sys.executable, "-m", "service"], env=environment)
-        for _ in range(400):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("service did not start")
-
-    def cpu(self) -> float:
-        return process_cpu_seconds(self.process.pid)
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
-
-
 def percentiles(values: list[float]) -> str:
     ordered = sorted(values)
     p95 = ordered[max(0, int(0.95 * len(ordered)) - 1)]
@@ -107,7 +62,7 @@ def percentiles(values: list[float]) -> str:
 
 async def cpu_per_token(tokens: int = 20_000) -> None:
     upstream = UpstreamProcess(tokens, 0)
-    service = Service(upstream)
+    service = ServiceProcess(upstream)
     try:
         await stream_once(service.port, SERVICE_PATH, SERVICE_MARK)  # warm up
         before = service.cpu()
@@ -123,7 +78,7 @@ async def cpu_per_token(tokens: int = 20_000) -> None:
 
 async def concurrent_ttft(streams: int = 100, tokens: int = 100, pause: float = 0.02) -> None:
     upstream = UpstreamProcess(tokens, pause)
-    service = Service(upstream)
+    service = ServiceProcess(upstream)
     upstream_port = int(upstream.base_url.rsplit(":", 1)[1])
     try:
         await stream_once(service.port, SERVICE_PATH, SERVICE_MARK)  # warm up
