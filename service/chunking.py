@@ -17,6 +17,9 @@ from contextlib import aclosing
 from service.events import ResponseEvent, TextDelta
 
 _ZERO_WIDTH_JOINER = "\u200d"
+# A "word" longer than this is cut anyway, so text without spaces still streams and the buffer
+# (and the boundary search) stays small.
+MAX_PENDING_CHARS = 200
 
 
 def _continues(char: str) -> bool:
@@ -24,9 +27,10 @@ def _continues(char: str) -> bool:
     return char == _ZERO_WIDTH_JOINER or unicodedata.category(char) in ("Mn", "Me", "Mc")
 
 
-def word_boundary(text: str) -> int:
-    """The length of the longest prefix of `text` that ends on a word boundary (0 if none)."""
-    for index in range(len(text) - 1, -1, -1):
+def word_boundary(text: str, start: int = 0) -> int:
+    """The length of the longest prefix of `text` that ends on a word boundary at or after
+    `start` (0 if none)."""
+    for index in range(len(text) - 1, start - 1, -1):
         char = text[index]
         if char.isspace():
             return index + 1
@@ -40,6 +44,15 @@ def word_boundary(text: str) -> int:
     return 0
 
 
+def _forced_cut(text: str) -> int:
+    """Where to cut a run longer than MAX_PENDING_CHARS with no word boundary (base64, a long
+    URL): as late as possible, but never before a joiner or combining mark."""
+    for index in range(len(text) - 1, 0, -1):
+        if not _continues(text[index]):
+            return index
+    return len(text)
+
+
 async def rechunk_words(
     events: AsyncGenerator[ResponseEvent, None],
 ) -> AsyncGenerator[ResponseEvent, None]:
@@ -47,8 +60,13 @@ async def rechunk_words(
     async with aclosing(events):
         async for event in events:
             if isinstance(event, TextDelta):
+                # Only the new text (and the character before it, whose boundary depended on
+                # what came next) can hold a new boundary: the search stays linear overall.
+                start = max(0, len(pending) - 1)
                 pending += event.text
-                cut = word_boundary(pending)
+                cut = word_boundary(pending, start)
+                if not cut and len(pending) > MAX_PENDING_CHARS:
+                    cut = _forced_cut(pending)
                 if cut:
                     yield TextDelta(pending[:cut])
                     pending = pending[cut:]
@@ -57,3 +75,5 @@ async def rechunk_words(
                 yield TextDelta(pending)
                 pending = ""
             yield event
+    if pending:  # a stream that ended without a last event keeps its text too
+        yield TextDelta(pending)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import unicodedata
 from collections.abc import AsyncGenerator
 
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.chunking import rechunk_words, word_boundary
+from service.chunking import MAX_PENDING_CHARS, rechunk_words, word_boundary
 from service.errors import UpstreamUnavailable
 from service.events import ResponseEvent, StreamFailed, StreamStarted, TextDelta
 
@@ -76,3 +77,15 @@ def test_tail_is_flushed_before_the_last_event() -> None:
         "StreamFailed",
     ]
     assert [e.text for e in out if isinstance(e, TextDelta)] == ["Hello ", "world"]
+
+
+def test_text_without_spaces_streams_in_linear_time() -> None:
+    # 20,000 pieces of base64-like text: a quadratic search would take minutes here.
+    pieces = ["QUJD"] * 20_000
+    started = time.process_time()
+    out = asyncio.run(chunks_of(pieces))
+    assert time.process_time() - started < 5
+    texts = [event.text for event in out if isinstance(event, TextDelta)]
+    assert "".join(texts) == "QUJD" * 20_000
+    assert max(len(text) for text in texts) <= MAX_PENDING_CHARS + 4
+    assert len(texts) > 300  # it streamed, rather than holding everything to the end
