@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncGenerator
+from typing import NamedTuple
 
 from service.chunking import rechunk_words
 from service.events import ResponseEvent
@@ -23,6 +24,12 @@ def new_stream_id() -> str:
     return "chat-" + uuid.uuid4().hex
 
 
+class OpenedStream(NamedTuple):
+    stream_id: str
+    events: AsyncGenerator[ResponseEvent, None]
+    recorder: StreamRecorder
+
+
 class ChatService:
     def __init__(self, settings: Settings, upstream: ChatUpstream) -> None:
         self.settings = settings
@@ -35,8 +42,9 @@ class ChatService:
 
     def open_stream(
         self, request: ChatRequest, *, received_at: float, word_chunks: bool = False
-    ) -> tuple[str, AsyncGenerator[ResponseEvent, None]]:
-        """The stream id and the response events; nothing runs until they are iterated."""
+    ) -> OpenedStream:
+        """The stream's id, its response events and its recorder; nothing runs until the events
+        are iterated. The caller reports how the response ended (`recorder.finish`)."""
         stream_id = new_stream_id()
         model = self.resolve_model(request.model)
         params = CompletionParams(
@@ -55,4 +63,4 @@ class ChatService:
             self.upstream.stream(params), self.settings.first_token_timeout_seconds
         )
         events = relay(observe(upstream, recorder), recorder)
-        return stream_id, rechunk_words(events) if word_chunks else events
+        return OpenedStream(stream_id, rechunk_words(events) if word_chunks else events, recorder)

@@ -8,6 +8,7 @@
     ├── TooManyStreams          429      this process (or this key) is at its stream limit
     ├── UpstreamAuthFailed      502      the service's own upstream credentials were refused
     ├── UpstreamRateLimited     429      the upstream asked us to slow down (Retry-After kept)
+    ├── UpstreamQuotaExhausted  502      the service's upstream account is out of quota
     ├── UpstreamRejected        400      the upstream refused this request (context too long, ...)
     ├── UpstreamTimeout         504      the upstream did not answer in time
     ├── UpstreamUnavailable     502      unreachable, 5xx, or it broke off mid-stream
@@ -93,6 +94,11 @@ class UpstreamRateLimited(ServiceError):
     status_code = 429
     error_type = "rate_limited"
     retryable = True
+
+
+class UpstreamQuotaExhausted(ServiceError):
+    status_code = 502
+    error_type = "upstream_quota_exhausted"
 
 
 class UpstreamRejected(ServiceError):

@@ -40,13 +40,18 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    # Hidden reasoning (o-series and other reasoning models), included in completion_tokens.
+    reasoning_tokens: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {
+        counts = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.reasoning_tokens:
+            counts["reasoning_tokens"] = self.reasoning_tokens
+        return counts
 
 
 @dataclass(slots=True, frozen=True)

@@ -7,13 +7,20 @@ Definitions (all from `time.perf_counter`):
 - `upstream_ttft_ms`: upstream request started -> first text received from it.
 - `output_tokens`: the upstream's `completion_tokens` when it reports usage, else the number of
   text deltas (one per token for OpenAI-compatible servers).
-- `tokens_per_second`: decode rate after the first token, `(output_tokens - 1) / (last text -
-  first text)`; `None` with fewer than two tokens.
+- `tokens_per_second`: decode rate of the visible answer after its first token,
+  `(visible tokens - 1) / (last text - first text)`, where visible tokens leave out the hidden
+  reasoning tokens a reasoning model produces before its first text; `None` with fewer than two.
 - `duration_ms`: request received -> stream ended.
 
 Each stream ends with one structured log line (logger `service.streams`, the summary in
-`record.stream`): ids, outcome (`completed`, `cancelled`, `error`), the figures above, and never
-any prompt or answer text.
+`record.stream`): ids, outcome, the figures above, and never any prompt or answer text. The
+outcome is decided when the response has ended (`finish`, called by `ChatStreamResponse`), from
+what the transport saw and what the upstream did:
+
+- `completed`: everything, end marker included, was handed to the client;
+- `cancelled`: the client left, or stopped reading (`error_type` `client_send_timeout`);
+- `error`: the upstream failed (before or after the first token), the server shut down
+  (`server_shutting_down`), or the service failed (`internal_error`).
 """
 
 from __future__ import annotations
@@ -27,6 +34,12 @@ from typing import Any, Literal
 from service.events import Failed, StreamMetrics, TextDelta, UpstreamEvent, Usage, UsageReported
 
 Outcome = Literal["completed", "cancelled", "error"]
+_CUT_BY: dict[str, tuple[Outcome, str | None]] = {
+    "client_left": ("cancelled", None),
+    "send_timeout": ("cancelled", "client_send_timeout"),
+    "shutdown": ("error", "server_shutting_down"),
+    "internal_error": ("error", "internal_error"),
+}
 
 stream_logger = logging.getLogger("service.streams")
 
@@ -61,8 +74,9 @@ class StreamRecorder:
         end = self.ended_at if self.ended_at is not None else time.perf_counter()
         first, last = self.first_text_at, self.last_text_at
         tokens_per_second = None
-        if first is not None and last is not None and last > first and self.output_tokens > 1:
-            tokens_per_second = round((self.output_tokens - 1) / (last - first), 3)
+        visible = self.output_tokens - (self.usage.reasoning_tokens if self.usage else 0)
+        if first is not None and last is not None and last > first and visible > 1:
+            tokens_per_second = round((visible - 1) / (last - first), 3)
         return StreamMetrics(
             ttft_ms=None if first is None else _ms(first - self.received_at),
             upstream_ttft_ms=(
@@ -88,41 +102,37 @@ class StreamRecorder:
             **self.metrics().as_dict(),
         }
 
-    def end(self, outcome: Outcome) -> None:
+    def finish(self, delivery: str) -> None:
+        """Record how the response ended (a `service.http.stream_response.Delivery`) and log the
+        stream; only the first call counts."""
         if self.outcome is not None:
             return
-        self.outcome = outcome
+        if delivery in _CUT_BY:
+            self.outcome, error_type = _CUT_BY[delivery]
+            self.error_type = error_type or self.error_type
+        else:  # delivered, or refused with an HTTP error: the upstream's own result
+            self.outcome = "error" if self.error_type else "completed"
         self.ended_at = time.perf_counter()
-        stream_logger.info("stream %s", outcome, extra={"stream": self.summary()})
+        stream_logger.info("stream %s", self.outcome, extra={"stream": self.summary()})
 
 
 async def observe(
     events: AsyncGenerator[UpstreamEvent, None], recorder: StreamRecorder
 ) -> AsyncGenerator[UpstreamEvent, None]:
-    """Yield `events` unchanged while recording them; the stream is logged when this ends.
-
-    Ending without exhaustion (the consumer closed or cancelled it) is a cancelled stream.
-    """
+    """Yield `events` unchanged while recording them."""
     recorder.upstream_started_at = time.perf_counter()
-    outcome: Outcome = "cancelled"
-    try:
-        async with aclosing(events):
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    now = time.perf_counter()
-                    if recorder.first_text_at is None:
-                        recorder.first_text_at = now
-                    recorder.last_text_at = now
-                    recorder.text_deltas += 1
-                elif isinstance(event, UsageReported):
-                    recorder.usage = event.usage
-                elif isinstance(event, Failed):
-                    outcome = "error"
-                    recorder.error_type = event.error.error_type
-                else:
-                    recorder.finish_reason = event.reason
-                yield event
-        if outcome != "error":
-            outcome = "completed"
-    finally:
-        recorder.end(outcome)
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, TextDelta):
+                now = time.perf_counter()
+                if recorder.first_text_at is None:
+                    recorder.first_text_at = now
+                recorder.last_text_at = now
+                recorder.text_deltas += 1
+            elif isinstance(event, UsageReported):
+                recorder.usage = event.usage
+            elif isinstance(event, Failed):
+                recorder.error_type = event.error.error_type
+            else:
+                recorder.finish_reason = event.reason
+            yield event

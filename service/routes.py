@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from service.chat import ChatService
 from service.errors import InvalidRequest, PayloadTooLarge
-from service.http.stream_response import SHUTTING_DOWN, ChatStreamResponse
+from service.http.stream_response import ChatStreamResponse, shutting_down
 from service.schemas import (
     ChatRequest,
     enforce_limits,
@@ -35,7 +35,8 @@ STATIC = Path(__file__).parent / "static"
 Chunking = Literal["token", "word"]
 
 
-def get_chat_service(request: Request) -> ChatService:
+# Dependencies are `async def`: a plain `def` would cost a thread pool hop per request.
+async def get_chat_service(request: Request) -> ChatService:
     service: ChatService = request.app.state.chat
     return service
 
@@ -43,7 +44,7 @@ def get_chat_service(request: Request) -> ChatService:
 _bearer = HTTPBearer(auto_error=False, description="One of SERVICE_API_KEYS, when configured")
 
 
-def admit(
+async def admit(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str | None:
@@ -51,7 +52,7 @@ def admit(
     authorization = f"Bearer {credentials.credentials}" if credentials else None
     key_id: str | None = request.app.state.api_keys.identify(authorization)
     if request.app.state.shutdown.draining:
-        raise SHUTTING_DOWN
+        raise shutting_down()
     return key_id
 
 
@@ -165,17 +166,16 @@ def _stream(
     )
     # Taken last: every check that can refuse the request has passed.
     slot = request.app.state.stream_limits.acquire(caller)
-    stream_id, events = chat.open_stream(
-        body, received_at=received_at, word_chunks=chunking == "word"
-    )
+    opened = chat.open_stream(body, received_at=received_at, word_chunks=chunking == "word")
     return ChatStreamResponse(
-        events,
-        make_encoder(stream_id),
+        opened.events,
+        make_encoder(opened.stream_id),
         heartbeat_seconds=settings.heartbeat_seconds,
         send_timeout_seconds=settings.send_timeout_seconds,
         headers={"Vary": "Accept"},
         slot=slot,
         shutdown=request.app.state.shutdown,
+        on_finish=opened.recorder.finish,
     )
 
 

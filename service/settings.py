@@ -102,6 +102,10 @@ class Settings(BaseSettings):
                 "(browsers refuse it, and it would let any site use a visitor's credentials); "
                 "list the origins"
             )
+        if self.service_api_keys is not None and not self.api_keys:
+            raise ConfigurationError(
+                "SERVICE_API_KEYS is set but holds no key; unset it to run without keys"
+            )
         if self.max_streams_per_key is not None and not self.api_keys:
             raise ConfigurationError("MAX_STREAMS_PER_KEY needs SERVICE_API_KEYS")
         return self

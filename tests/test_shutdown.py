@@ -106,7 +106,8 @@ def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
     assert all(e.disconnected_at is not None and not e.completed for e in long_exchanges)
     assert len(upstream.exchanges) == len(prompts)
     assert stderr.count('"outcome": "completed"') == 4
-    assert stderr.count('"outcome": "cancelled"') == 8
+    assert stderr.count('"error_type": "server_shutting_down"') == 8
+    assert '"outcome": "cancelled"' not in stderr
     assert "Traceback" not in stderr
 
 

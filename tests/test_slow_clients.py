@@ -34,5 +34,6 @@ def test_frozen_client_is_dropped_and_upstream_closed(
         assert not upstream.exchanges[0].completed
         summary = running.wait_for_summaries(1)[0]
         assert summary["outcome"] == "cancelled"
+        assert summary["error_type"] == "client_send_timeout"
     finally:
         sock.close()

@@ -91,7 +91,8 @@ def test_decoder_follows_the_sse_line_rules() -> None:
     assert decoder.feed(b"\nevent: x\rdata:a\ndata: b\n") == []
     assert decoder.feed(b"\r") == []
     assert decoder.feed(b"\n") == [b"a\nb"]  # the CRLF split across reads is one line end
-    assert decoder.feed(b"data\n\n") == [b""]
+    assert decoder.feed(b"data\n\n") == []  # empty data is not dispatched
+    assert decoder.feed(b"data: \n\ndata: x\n\n") == [b"x"]
 
 
 def test_decoder_refuses_an_endless_event() -> None:
@@ -101,3 +102,20 @@ def test_decoder_refuses_an_endless_event() -> None:
     except EventTooLarge:
         return
     raise AssertionError("an oversized event was accepted")
+
+
+def test_decoder_bounds_an_event_made_of_many_lines() -> None:
+    decoder = SSEDecoder(max_event_bytes=1024)
+    try:
+        for _ in range(200):
+            decoder.feed(b"data: xxxxxxxxxx\n")  # never a blank line: one ever-growing event
+    except EventTooLarge:
+        return
+    raise AssertionError("an event of 200 data lines passed a 1 KiB limit")
+
+
+def test_decoder_drops_a_byte_order_mark_even_when_split() -> None:
+    decoder = SSEDecoder()
+    assert decoder.feed(b"\xef\xbb") == []
+    assert decoder.feed(b"\xbfdata: first\n\n") == [b"first"]
+    assert decoder.feed(b"\xef\xbb\xbfdata: x\n\n") == []  # only at the very start

@@ -6,23 +6,27 @@ Two phases:
    If the first event is a `StreamFailed`, nothing has been said yet, so the client gets a real
    HTTP error (status from the error, JSON body). If the client leaves, the event iterator is
    closed, which closes the upstream request, even while the upstream has not answered yet or
-   the SDK is sleeping between retries. If the first event takes longer than one heartbeat
-   interval, headers go out anyway so that heartbeats can keep proxies from timing the stream
-   out; an error after that point travels in-band.
+   the SDK is sleeping between retries. For a format with a heartbeat (SSE; NDJSON when
+   enabled), headers and a first heartbeat go out after `heartbeat_seconds` without a first
+   event, so that proxies do not time the stream out; an error after that point travels
+   in-band. A format without one keeps waiting, so its status stays real.
 2. *Streaming.* Four tasks, the first to finish ends the response and the others are
    cancelled: the sender (events -> encoder -> `send`), the disconnect listener, a monitor that
-   sends the format's heartbeat after `heartbeat_seconds` without a write and drops a client
-   that has not accepted a write for `send_timeout_seconds`, and the shutdown watch: when the
-   grace period after SIGTERM runs out, the sender is cancelled and the stream ends with an
-   in-band `server_shutting_down` error and the format's end marker (`service.shutdown`).
+   sends the heartbeat after `heartbeat_seconds` without a write and drops a client that has not
+   accepted a write for `send_timeout_seconds`, and the shutdown watch: when the grace period
+   after SIGTERM runs out, the sender is cancelled and the stream ends with an in-band
+   `server_shutting_down` error and the format's end marker (`service.shutdown`).
 
-The stream slot (`service.limits`) is given back when the response ends, however it ends.
+Whatever ends a stream that has started, the client gets a terminal event and the end marker
+unless it is gone or not reading: an unexpected failure is logged and sent in-band as
+`internal_error`. Nothing is ever sent after the end marker.
 
 Cancelling the sender closes the event iterator in its `finally`, and so the upstream request:
 each layer below closes its own inner iterator (`contextlib.aclosing`), so nothing waits for
 garbage collection. The client leaving is learnt from the server's `http.disconnect` message
 (https://asgi.readthedocs.io/en/latest/specs/www.html#disconnect-receive-event), never by
-polling `is_disconnected()` per token.
+polling `is_disconnected()` per token. How the response ended is reported once, through
+`on_finish`, and the stream slot (`service.limits`) is given back however it ends.
 
 Why not sse-starlette's `EventSourceResponse`: its send path costs ~12 µs per event (an anyio
 cancel scope per send, for the send timeout), 40% of the per-token budget (issue #2), while
@@ -33,13 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, Literal
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from service.errors import ServerShuttingDown, ServiceError
-from service.events import ResponseEvent, StreamFailed
+from service.events import ResponseEvent, StreamEnded, StreamFailed
 from service.limits import StreamSlot
 from service.shutdown import ShutdownCoordinator
 from service.wire.base import Encoder
@@ -55,12 +60,25 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
+# How a response ended, as the transport saw it (`StreamRecorder.finish` turns it into the
+# stream's outcome).
+Delivery = Literal[
+    "delivered", "refused", "client_left", "send_timeout", "shutdown", "internal_error"
+]
+
 
 class SendTimeout(Exception):
     """The client accepted no bytes for `send_timeout_seconds`."""
 
 
-SHUTTING_DOWN = ServerShuttingDown("the server is shutting down; retry the request")
+class InternalError(ServiceError):
+    status_code = 500
+    error_type = "internal_error"
+
+
+def shutting_down() -> ServerShuttingDown:
+    # A fresh exception each time: re-raising one instance grows its traceback forever.
+    return ServerShuttingDown("the server is shutting down; retry the request")
 
 
 def error_response(error: ServiceError) -> Response:
@@ -75,6 +93,12 @@ def error_response(error: ServiceError) -> Response:
 async def _wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a finished task's exception as seen, so asyncio does not log it on collection."""
+    if task.done() and not task.cancelled():
+        task.exception()
 
 
 class ChatStreamResponse(Response):
@@ -92,13 +116,15 @@ class ChatStreamResponse(Response):
         headers: Mapping[str, str] | None = None,
         slot: StreamSlot | None = None,
         shutdown: ShutdownCoordinator | None = None,
+        on_finish: Callable[[Delivery], None] | None = None,
     ) -> None:
         self._events = events
-        self._slot = slot
-        self._shutdown = shutdown
         self._encoder = encoder
         self._heartbeat_seconds = heartbeat_seconds
         self._send_timeout_seconds = send_timeout_seconds
+        self._slot = slot
+        self._shutdown = shutdown
+        self._on_finish = on_finish
         self.background = None
         self.status_code = 200
         self.media_type = encoder.media_type
@@ -106,15 +132,20 @@ class ChatStreamResponse(Response):
         # Loop times of the last completed write, and of the write in progress (None if idle).
         self._last_write_at = 0.0
         self._writing_since: float | None = None
-        # Heartbeats and events never interleave inside a write, and none follows the last.
+        self._terminal_sent = False  # an end or error event went out
+        self._closed = False  # the last message (more_body False) went out
+        # Heartbeats and events never interleave inside a write.
         self._send_lock = asyncio.Lock()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        delivery: Delivery = "internal_error"
         try:
-            await self._respond(scope, receive, send)
+            delivery = await self._respond(scope, receive, send)
         finally:
             if self._slot is not None:
                 self._slot.release()
+            if self._on_finish is not None:
+                self._on_finish(delivery)
 
     async def _grace_expired(self) -> None:
         if self._shutdown is None:
@@ -122,44 +153,72 @@ class ChatStreamResponse(Response):
         else:
             await self._shutdown.grace_expired.wait()
 
-    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> Delivery:
         first: asyncio.Future[ResponseEvent] = asyncio.ensure_future(anext(self._events))
         disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
         stopping = asyncio.ensure_future(self._grace_expired())
         try:
-            await asyncio.wait(
-                (first, disconnected, stopping),
-                timeout=self._heartbeat_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        except BaseException:  # the server cancelled us: leave nothing running
+            ended = await self._open(scope, receive, send, first, disconnected, stopping)
+        except BaseException:
             disconnected.cancel()
             stopping.cancel()
             await self._discard(first)
             raise
-        if disconnected.done() or stopping.done():
+        if ended is not None:
             disconnected.cancel()
             stopping.cancel()
+            return ended
+        return await self._stream(send, first, disconnected, stopping)
+
+    async def _open(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        first: asyncio.Future[ResponseEvent],
+        disconnected: asyncio.Future[None],
+        stopping: asyncio.Future[None],
+    ) -> Delivery | None:
+        """Phase 1: the response's status. Returns how it ended, or None once headers are out
+        and the stream goes on."""
+        heartbeat = self._encoder.heartbeat
+        await asyncio.wait(
+            (first, disconnected, stopping),
+            timeout=self._heartbeat_seconds if heartbeat is not None else None,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if disconnected.done() or stopping.done():
             await self._discard(first)
-            if stopping.done():
-                await error_response(SHUTTING_DOWN)(scope, receive, send)
-            return
-        if first.done() and not first.cancelled() and first.exception() is None:
+            if disconnected.done():
+                return "client_left"
+            await error_response(shutting_down())(scope, receive, send)
+            return "shutdown"
+        if first.done():
+            failure = first.exception()
+            if failure is not None:
+                logger.error("stream failed before its first event", exc_info=failure)
+                await self._discard(first)
+                await error_response(InternalError("internal server error"))(scope, receive, send)
+                return "internal_error"
             opening = first.result()
             if isinstance(opening, StreamFailed):
-                disconnected.cancel()
-                stopping.cancel()
                 await self._discard(first)
                 await error_response(opening.error)(scope, receive, send)
-                return
-
+                return "refused"
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        if scope.get("method") == "HEAD":
-            disconnected.cancel()
-            stopping.cancel()
-            await self._discard(first)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return
+        if not first.done() and heartbeat is not None:
+            # Headers went out early for the heartbeat's sake: the first one goes with them.
+            await send({"type": "http.response.body", "body": heartbeat, "more_body": True})
+        return None
+
+    async def _stream(
+        self,
+        send: Send,
+        first: asyncio.Future[ResponseEvent],
+        disconnected: asyncio.Future[None],
+        stopping: asyncio.Future[None],
+    ) -> Delivery:
+        """Phase 2: events until the first of the four tasks ends."""
         self._last_write_at = asyncio.get_running_loop().time()
         sender = asyncio.ensure_future(self._send_events(send, first))
         monitor = asyncio.ensure_future(self._monitor(send))
@@ -170,25 +229,31 @@ class ChatStreamResponse(Response):
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
-        failure = None if sender.cancelled() else sender.exception()
-        if failure is not None and not isinstance(failure, OSError):  # OSError: client gone
-            raise failure
-        if not monitor.cancelled() and isinstance(monitor.exception(), SendTimeout):
-            logger.warning(
-                "client accepted no bytes for %ss; stream dropped", self._send_timeout_seconds
-            )
-        elif sender.cancelled() and not stopping.cancelled():
-            await self._farewell(send)
-
-    async def _farewell(self, send: Send) -> None:
-        """End a stream cut by shutdown the way the format ends an error: never without a
-        terminal event. Bounded by the send timeout: a stalled client does not hold the exit."""
-        body = self._encoder.encode(StreamFailed(SHUTTING_DOWN)) + self._encoder.close()
-        try:
-            async with asyncio.timeout(self._send_timeout_seconds):
-                await send({"type": "http.response.body", "body": body, "more_body": False})
-        except (TimeoutError, OSError):
-            logger.warning("could not send the shutdown notice; connection dropped")
+            for task in tasks:
+                _retrieve(task)
+        if not sender.cancelled():
+            failure = sender.exception()
+            if failure is None:
+                return "delivered"
+            if isinstance(failure, OSError):  # the server reports the client gone
+                return "client_left"
+            logger.error("stream failed while sending", exc_info=failure)
+            await self._end_in_band(send, InternalError("internal server error"))
+            return "internal_error"
+        if disconnected.done() and not disconnected.cancelled():
+            return "client_left"
+        if not monitor.cancelled():
+            problem = monitor.exception()
+            if isinstance(problem, SendTimeout):
+                logger.warning(
+                    "client accepted no bytes for %ss; stream dropped", self._send_timeout_seconds
+                )
+                return "send_timeout"
+            logger.error("heartbeat monitor failed", exc_info=problem)
+            await self._end_in_band(send, InternalError("internal server error"))
+            return "internal_error"
+        await self._end_in_band(send, shutting_down())
+        return "shutdown"
 
     async def _send_events(self, send: Send, first: asyncio.Future[ResponseEvent]) -> None:
         encoder = self._encoder
@@ -198,18 +263,23 @@ class ChatStreamResponse(Response):
             event = await first
             while True:
                 body = encoder.encode(event)
-                async with lock:
-                    self._writing_since = loop_time()
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-                    self._last_write_at, self._writing_since = loop_time(), None
+                if body:
+                    async with lock:
+                        self._writing_since = loop_time()
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                        self._last_write_at, self._writing_since = loop_time(), None
+                if isinstance(event, StreamEnded | StreamFailed):
+                    self._terminal_sent = True
                 try:
                     event = await anext(self._events)
                 except StopAsyncIteration:
                     break
             async with lock:
+                self._writing_since = loop_time()
                 await send(
                     {"type": "http.response.body", "body": encoder.close(), "more_body": False}
                 )
+                self._closed, self._writing_since = True, None
         finally:
             await self._discard(first)
 
@@ -218,17 +288,19 @@ class ChatStreamResponse(Response):
         loop = asyncio.get_running_loop()
         heartbeat = self._encoder.heartbeat
         interval, limit = self._heartbeat_seconds, self._send_timeout_seconds
-        while True:
+        while not self._closed:
             now = loop.time()
             if self._writing_since is not None:
                 if now - self._writing_since >= limit:
                     raise SendTimeout
                 wake_in = self._writing_since + limit - now
-            elif heartbeat is None:
-                wake_in = limit
-            elif now - self._last_write_at >= interval and not self._send_lock.locked():
+            elif heartbeat is None or self._send_lock.locked():
+                wake_in = min(limit, interval)
+            elif now - self._last_write_at >= interval:
                 try:
                     async with self._send_lock, asyncio.timeout(limit):
+                        if self._closed:
+                            return
                         await send(
                             {"type": "http.response.body", "body": heartbeat, "more_body": True}
                         )
@@ -237,14 +309,30 @@ class ChatStreamResponse(Response):
                 self._last_write_at = loop.time()
                 wake_in = interval
             else:
-                wake_in = max(0.001, min(limit, interval - (now - self._last_write_at)))
-            await asyncio.sleep(wake_in)
+                # Never sleep longer than the send timeout: a write that starts now and gets
+                # stuck is noticed within twice the timeout at most.
+                wake_in = min(limit, interval - (now - self._last_write_at))
+            await asyncio.sleep(max(wake_in, 0.01))
+
+    async def _end_in_band(self, send: Send, error: ServiceError) -> None:
+        """End a stream that was cut: the error event (unless a terminal event already went
+        out) and the end marker, never anything after the end marker. Bounded by the send
+        timeout, so a stalled client cannot hold the process."""
+        if self._closed:
+            return
+        body = b"" if self._terminal_sent else self._encoder.encode(StreamFailed(error))
+        body += self._encoder.close()
+        try:
+            async with asyncio.timeout(self._send_timeout_seconds):
+                await send({"type": "http.response.body", "body": body, "more_body": False})
+            self._closed = True
+        except (TimeoutError, OSError):
+            logger.warning("could not send the end of a cut stream; connection dropped")
 
     async def _discard(self, first: asyncio.Future[ResponseEvent]) -> None:
         """Close the event iterator, first cancelling a read still in flight in `first`."""
         if not first.done():
             first.cancel()
             await asyncio.wait((first,))
-        elif not first.cancelled():
-            first.exception()  # retrieved, so asyncio does not log it as never retrieved
+        _retrieve(first)
         await self._events.aclose()

@@ -14,6 +14,7 @@ Errors are translated into `service.errors` here and nowhere else.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -27,6 +28,7 @@ import openai
 from service.errors import (
     ServiceError,
     UpstreamAuthFailed,
+    UpstreamQuotaExhausted,
     UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
@@ -40,9 +42,13 @@ from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
 _DONE = b"[DONE]"
 _DRAIN_SECONDS = 0.1
 _MAX_MESSAGE_CHARS = 500
+_MAX_RETRY_AFTER_SECONDS = 3600
 # Key-shaped strings are cut from any upstream text we pass on (OpenAI echoes a masked key in
-# its 401 message; some compatible servers echo it whole).
-_SECRET_PATTERN = re.compile(r"(sk|key|token)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
+# its 401 message; some compatible servers echo it whole): OpenAI-style `sk-...` keys, and any
+# run of 32 or more letters and digits (Azure keys are 32 hex digits).
+_SECRET_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{8,}|\b[A-Za-z0-9]{32,}\b")
+
+logger = logging.getLogger("service.upstream")
 
 
 def build_client(settings: Settings) -> openai.AsyncOpenAI:
@@ -138,6 +144,13 @@ class OpenAIChatUpstream:
             yield Failed(_transport_failure(error))
         except EventTooLarge as error:
             yield Failed(UpstreamUnavailable(str(error)))
+        except Exception:
+            # Whatever an upstream sends, the stream ends with a Failed event, never an escaping
+            # exception (upstream/base.py); the details go to the log, not to the client.
+            logger.exception("unexpected failure reading the upstream")
+            yield Failed(
+                UpstreamUnavailable("the upstream sent a response the service cannot read")
+            )
 
     def _events_of(self, payload: bytes) -> list[UpstreamEvent]:
         try:
@@ -172,6 +185,9 @@ class OpenAIChatUpstream:
             # The service's own credentials are wrong: say so without any upstream text, which
             # may echo (part of) the key.
             return UpstreamAuthFailed("the upstream rejected the service's credentials")
+        if status == 429 and _error_code(error.body) == "insufficient_quota":
+            # Billing, not load: retrying will not help.
+            return UpstreamQuotaExhausted("the upstream account has exhausted its quota")
         if status == 429:
             return UpstreamRateLimited(
                 "the upstream is rate limiting requests",
@@ -194,10 +210,12 @@ class OpenAIChatUpstream:
             inner = body.get("error", body)
             if isinstance(inner, dict) and isinstance(inner.get("message"), str):
                 message = inner["message"]
-        text = " ".join(str(message).split())[:_MAX_MESSAGE_CHARS]
+        text = " ".join(str(message).split())
+        # Redacted before it is shortened, so a secret cut in two is still found whole.
         for secret in self._secrets:
             text = text.replace(secret, "[redacted]")
-        return _SECRET_PATTERN.sub("[redacted]", text) or fallback
+        text = _SECRET_PATTERN.sub("[redacted]", text)
+        return text[:_MAX_MESSAGE_CHARS] or fallback
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
@@ -232,20 +250,35 @@ def _transport_failure(error: BaseException) -> ServiceError:
 def _usage_of(usage: dict[str, Any]) -> Usage:
     def count(name: str) -> int:
         value = usage.get(name)
-        return value if isinstance(value, int) else 0
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
     prompt, completion = count("prompt_tokens"), count("completion_tokens")
-    return Usage(prompt, completion, count("total_tokens") or prompt + completion)
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return Usage(
+        prompt,
+        completion,
+        count("total_tokens") or prompt + completion,
+        reasoning if isinstance(reasoning, int) and not isinstance(reasoning, bool) else 0,
+    )
+
+
+def _error_code(body: object) -> object:
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    return inner.get("code") if isinstance(inner, dict) else None
 
 
 def _retry_after_seconds(headers: Any) -> int:
-    """Whole seconds from `retry-after-ms` or `retry-after` (at least 1; 1 when absent)."""
+    """Whole seconds from `retry-after-ms` or `retry-after`, between 1 and an hour; 1 when
+    absent or unreadable (an HTTP date is rare from model providers)."""
     for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = headers.get(name)
         if value is None:
             continue
         try:
-            return max(1, math.ceil(float(value) / divisor))
+            seconds = float(value) / divisor
         except ValueError:
-            continue  # an HTTP date: rare from model providers; fall back below
+            continue
+        if math.isfinite(seconds):
+            return min(_MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(seconds)))
     return 1

@@ -7,7 +7,9 @@ space after the colon is dropped. OpenAI-compatible servers put everything in `d
 `id`, `retry` and comments are read and ignored.
 
 Reads arrive split anywhere: a CRLF or a multi-byte character can straddle two chunks. Payloads
-stay bytes (`json.loads` takes them), so UTF-8 is only ever decoded on whole events.
+stay bytes (`json.loads` takes them), so UTF-8 is only ever decoded on whole events. An event
+whose data is empty is not dispatched, a byte order mark at the start is dropped, and an event
+(its lines so far, or one unfinished line) may not exceed `max_event_bytes`.
 """
 
 from __future__ import annotations
@@ -18,16 +20,24 @@ class EventTooLarge(ValueError):
 
 
 class SSEDecoder:
-    __slots__ = ("_data_lines", "_max_event_bytes", "_pending")
+    __slots__ = ("_data_bytes", "_data_lines", "_max_event_bytes", "_pending", "_started")
 
     def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
         self._pending = b""
         self._data_lines: list[bytes] = []
+        self._data_bytes = 0
         self._max_event_bytes = max_event_bytes
+        self._started = False
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume one read; return the `data` payloads of the events it completed."""
         buffer = self._pending + chunk if self._pending else chunk
+        if not self._started and buffer:
+            if len(buffer) < 3 and b"\xef\xbb\xbf".startswith(buffer):
+                self._pending = buffer  # maybe the start of a byte order mark: wait
+                return []
+            self._started = True
+            buffer = buffer.removeprefix(b"\xef\xbb\xbf")
         # A trailing CR may be the first half of a CRLF: decide once the next byte is known.
         held_back = b""
         if buffer.endswith(b"\r"):
@@ -43,11 +53,17 @@ class SSEDecoder:
         for line in lines:
             if not line:
                 if self._data_lines:
-                    payloads.append(b"\n".join(self._data_lines))
-                    self._data_lines = []
+                    data = b"\n".join(self._data_lines)
+                    self._data_lines, self._data_bytes = [], 0
+                    if data:
+                        payloads.append(data)
             elif line.startswith(b"data:"):
                 value = line[5:]
-                self._data_lines.append(value[1:] if value.startswith(b" ") else value)
+                value = value[1:] if value.startswith(b" ") else value
+                self._data_bytes += len(value) + 1
+                if self._data_bytes > self._max_event_bytes:
+                    raise EventTooLarge(f"upstream event exceeds {self._max_event_bytes} bytes")
+                self._data_lines.append(value)
             elif line == b"data":
                 self._data_lines.append(b"")
         return payloads

@@ -1,0 +1,169 @@
+"""The streaming response driven by hand-written ASGI `receive` and `send`, for the cases a
+real client cannot time reliably: a send that never completes, a failure inside the event
+chain, a format without a heartbeat waiting for its first event."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from service.errors import UpstreamUnavailable
+from service.events import (
+    ResponseEvent,
+    StreamEnded,
+    StreamFailed,
+    StreamMetrics,
+    StreamStarted,
+    TextDelta,
+)
+from service.http.stream_response import ChatStreamResponse, Delivery
+from service.wire.sse import SSEEncoder
+from service.wire.text import TextEncoder
+
+METRICS = StreamMetrics(
+    ttft_ms=1.0, upstream_ttft_ms=1.0, tokens_per_second=None, output_tokens=1, duration_ms=2.0
+)
+SCOPE: dict[str, Any] = {"type": "http", "method": "POST", "path": "/api/chat/stream"}
+
+
+async def answer(
+    *, fail_with: BaseException | None = None, delay: float = 0.0
+) -> AsyncGenerator[ResponseEvent, None]:
+    await asyncio.sleep(delay)
+    if fail_with is not None and delay:
+        raise fail_with
+    yield StreamStarted("s", "m")
+    yield TextDelta("Hello")
+    if fail_with is not None:
+        raise fail_with
+    yield StreamEnded("stop", None, METRICS)
+
+
+class Client:
+    """Records what the response sends; never disconnects unless told to."""
+
+    def __init__(self, block_on_last: bool = False) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.block_on_last = block_on_last
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.block_on_last and message.get("more_body") is False:
+            await asyncio.Event().wait()  # the client's window stays closed
+        self.messages.append(message)
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.messages[1:])
+
+
+def run(
+    response: ChatStreamResponse, client: Client, timeout: float = 5
+) -> tuple[list[Delivery], float]:
+    finished: list[Delivery] = []
+    response._on_finish = finished.append
+
+    async def main() -> float:
+        started = time.monotonic()
+        await asyncio.wait_for(response(SCOPE, client.receive, client.send), timeout)  # type: ignore[arg-type]
+        return time.monotonic() - started
+
+    return finished, asyncio.run(main())
+
+
+def sse(events: AsyncGenerator[ResponseEvent, None], **kwargs: Any) -> ChatStreamResponse:
+    options = {"heartbeat_seconds": 15.0, "send_timeout_seconds": 0.3, **kwargs}
+    return ChatStreamResponse(events, SSEEncoder("s"), **options)
+
+
+def test_a_stuck_last_write_is_timed_out_and_reported() -> None:
+    client = Client(block_on_last=True)
+    finished, took = run(sse(answer()), client)
+    assert finished == ["send_timeout"]
+    assert took < 2  # 1 to 2 send timeouts, not forever
+    assert b"event: end" in client.body
+    assert b"[DONE]" not in client.body  # it never got through; nothing was sent after it
+
+
+def test_failure_before_the_first_event_is_a_500_json() -> None:
+    client = Client()
+    finished, _ = run(sse(answer(fail_with=KeyError("bug"), delay=0.01)), client)
+    assert finished == ["internal_error"]
+    assert client.status == 500
+    assert client.body == (
+        b'{"error":{"type":"internal_error","message":"internal server error","retryable":false}}'
+    )
+
+
+def test_failure_mid_stream_ends_in_band_with_done() -> None:
+    client = Client()
+    finished, _ = run(sse(answer(fail_with=RuntimeError("bug"))), client)
+    assert finished == ["internal_error"]
+    assert client.status == 200
+    body = client.body.decode()
+    assert '"content":"Hello"' in body
+    assert "event: error" in body
+    assert '"type":"internal_error"' in body
+    assert body.endswith("data: [DONE]\n\n")
+    assert "bug" not in body  # the details go to the log only
+    assert client.messages[-1]["more_body"] is False
+
+
+def test_a_format_without_heartbeat_keeps_its_real_status() -> None:
+    async def late_failure() -> AsyncGenerator[ResponseEvent, None]:
+        await asyncio.sleep(0.5)
+        yield StreamFailed(UpstreamUnavailable("gone"))
+
+    client = Client()
+    response = ChatStreamResponse(
+        late_failure(), TextEncoder(), heartbeat_seconds=0.05, send_timeout_seconds=1
+    )
+    finished, _ = run(response, client)
+    assert finished == ["refused"]
+    assert client.status == 502
+
+
+def test_sse_commits_headers_with_a_first_heartbeat() -> None:
+    async def slow() -> AsyncGenerator[ResponseEvent, None]:
+        await asyncio.sleep(0.3)
+        yield StreamFailed(UpstreamUnavailable("gone"))
+
+    client = Client()
+    finished, _ = run(sse(slow(), heartbeat_seconds=0.1), client)
+    assert client.status == 200
+    assert client.messages[1]["body"] == b": ping\n\n"
+    assert b"event: error" in client.body
+    assert finished == ["delivered"]
+
+
+def test_client_leaving_is_reported_once() -> None:
+    async def endless() -> AsyncGenerator[ResponseEvent, None]:
+        yield StreamStarted("s", "m")
+        while True:
+            await asyncio.sleep(0.01)
+            yield TextDelta("x")
+
+    client = Client()
+
+    async def leave_soon() -> None:
+        await asyncio.sleep(0.2)
+        client.gone.set()
+
+    finished: list[Delivery] = []
+    response = sse(endless(), on_finish=finished.append)
+
+    async def main() -> None:
+        await asyncio.gather(response(SCOPE, client.receive, client.send), leave_soon())  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert finished == ["client_left"]
