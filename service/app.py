@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from service.auth import APIKeys
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_left)
     app.add_exception_handler(Exception, _unexpected_error)
     return app
 
@@ -113,6 +115,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         headers=exc.headers,
         media_type="application/json",
     )
+
+
+async def _client_left(request: Request, exc: Exception) -> Response:
+    """The client went away while sending its body: nobody to answer, nothing to alarm about."""
+    logger.info("client disconnected before its request body was complete")
+    return Response(status_code=400)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

@@ -74,8 +74,10 @@ def describe_validation_error(error: ValidationError) -> InvalidRequest:
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
+    """From a JSON body, strictly: `"max_tokens": true` or `"temperature": "1.5"` is a 422, not
+    a quietly converted value (JSON has real types; query parameters do not, see below)."""
     try:
-        return ChatRequest.model_validate_json(body)
+        return ChatRequest.model_validate_json(body, strict=True)
     except ValidationError as error:
         raise describe_validation_error(error) from None
 

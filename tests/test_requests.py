@@ -91,3 +91,30 @@ def test_openapi_documents_the_body(service: RunningService) -> None:
     operation = schema["paths"]["/api/chat/stream"]["post"]
     body_schema = operation["requestBody"]["content"]["application/json"]["schema"]
     assert {"messages", "prompt", "message", "max_tokens"} <= set(body_schema["properties"])
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"prompt": "x", "max_tokens": true}', "max_tokens"),
+        (b'{"prompt": "x", "max_tokens": "10"}', "max_tokens"),
+        (b'{"prompt": "x", "temperature": "1.5"}', "temperature"),
+        (b'{"prompt": "x", "model": 4}', "model"),
+    ],
+)
+def test_json_types_are_not_quietly_converted(
+    service: RunningService, upstream: FakeUpstream, body: bytes, named: str
+) -> None:
+    response = httpx.post(service.base_url + "/api/chat/stream", content=body)
+    assert response.status_code == 422
+    assert named in response.json()["error"]["message"]
+    assert upstream.exchanges == []
+
+
+def test_a_whole_number_temperature_is_fine(
+    service: RunningService, upstream: FakeUpstream
+) -> None:
+    upstream.queue(Reply(pieces=answer_pieces([" ok"])))
+    response, _ = stream_chat(service.base_url, {"prompt": "x", "temperature": 1})
+    assert response.status_code == 200
+    assert upstream.exchanges[0].json()["temperature"] == 1

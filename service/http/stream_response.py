@@ -252,7 +252,8 @@ class ChatStreamResponse(Response):
             logger.error("heartbeat monitor failed", exc_info=problem)
             await self._end_in_band(send, InternalError("internal server error"))
             return "internal_error"
-        await self._end_in_band(send, shutting_down())
+        # Short: uvicorn's own graceful timeout (grace + 5 s) must not cut the notice off.
+        await self._end_in_band(send, shutting_down(), within=min(2.0, self._send_timeout_seconds))
         return "shutdown"
 
     async def _send_events(self, send: Send, first: asyncio.Future[ResponseEvent]) -> None:
@@ -314,7 +315,9 @@ class ChatStreamResponse(Response):
                 wake_in = min(limit, interval - (now - self._last_write_at))
             await asyncio.sleep(max(wake_in, 0.01))
 
-    async def _end_in_band(self, send: Send, error: ServiceError) -> None:
+    async def _end_in_band(
+        self, send: Send, error: ServiceError, within: float | None = None
+    ) -> None:
         """End a stream that was cut: the error event (unless a terminal event already went
         out) and the end marker, never anything after the end marker. Bounded by the send
         timeout, so a stalled client cannot hold the process."""
@@ -323,7 +326,7 @@ class ChatStreamResponse(Response):
         body = b"" if self._terminal_sent else self._encoder.encode(StreamFailed(error))
         body += self._encoder.close()
         try:
-            async with asyncio.timeout(self._send_timeout_seconds):
+            async with asyncio.timeout(within or self._send_timeout_seconds):
                 await send({"type": "http.response.body", "body": body, "more_body": False})
             self._closed = True
         except (TimeoutError, OSError):
