@@ -93,13 +93,15 @@ class RunningService:
         return self.log.summaries
 
 
-def start_service(settings: Settings) -> RunningService:
+def start_service(settings: Settings, http: str = "httptools") -> RunningService:
+    """The app in a real uvicorn on a free loopback port, in a thread with its own loop.
+    `http` is uvicorn's protocol implementation (the service ships with httptools)."""
     config = uvicorn.Config(
         create_app(settings),
         host="127.0.0.1",
         port=0,
         loop="uvloop",
-        http="httptools",
+        http=http,
         log_level="warning",
         lifespan="on",
     )

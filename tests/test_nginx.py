@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,10 +24,15 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from service.app import create_app
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, make_settings
+from tests.conftest import (
+    TEST_KEY,
+    RunningService,
+    ServiceFactory,
+    make_settings,
+    start_service,
+    stop_service,
+)
 from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
 from tests.nginx_proxy import NginxFactory, nginx_factory
 
@@ -407,22 +411,11 @@ def service_answering_http10_plainly(upstream: FakeUpstream) -> Iterator[int]:
         openai_base_url=upstream.base_url + "/v1",
         upstream_max_retries=0,
     )
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=0, http="h11", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="service-h11", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("service did not start")
-        time.sleep(0.01)
+    running = start_service(settings, http="h11")
     try:
-        yield server.servers[0].sockets[0].getsockname()[1]
+        yield running.host_port[1]
     finally:
-        server.should_exit = True
-        thread.join(10)
+        stop_service(running)
 
 
 @pytest.mark.parametrize("fmt", ["sse", "ndjson", "text"])
