@@ -13,15 +13,9 @@ import sys
 import time
 
 from bench.upstream_server import UpstreamProcess
+from tests.conftest import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def process_cpu_seconds(pid: int) -> float:

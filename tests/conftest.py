@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -160,6 +163,46 @@ def service(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningS
         upstream_max_retries=0,
     )
     return running
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any provider variable, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
+    env.update(extra)
+    return env
+
+
+def start_service_process(cwd: Path, **environment: str) -> tuple[subprocess.Popen[str], str]:
+    """`python -m service` in its own process (configured by `environment` only, output
+    captured), and its base URL once `/healthz` answers. The caller stops it."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "service"],
+        env=service_env(PORT=str(port), **environment),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx.get(base_url + "/healthz")
+            return process, base_url
+        except httpx.TransportError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                process.communicate()
+                raise
+            time.sleep(0.05)
 
 
 @dataclass

@@ -36,17 +36,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import free_port
+
 NGINX = "/usr/sbin/nginx"
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now (nginx binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def render_config(directory: Path, listen_port: int, backend_port: int, location_extra: str) -> str:

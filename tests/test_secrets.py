@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
+from tests.conftest import start_service_process
 from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
-from tests.test_settings import free_port, service_env
-from tests.test_shutdown import wait_until_listening
 
 UPSTREAM_KEY = "sk-proj-SECRETupstream0123456789abcdef"
 SERVICE_KEY = "svc-SECRETservice0123456789"
@@ -36,26 +34,16 @@ def echoing_replies() -> list[Reply]:
 
 
 def test_no_secret_in_anything_the_service_produced(upstream: FakeUpstream, tmp_path: Path) -> None:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=service_env(
-            OPENAI_API_KEY=UPSTREAM_KEY,
-            OPENAI_BASE_URL=upstream.base_url,
-            SERVICE_API_KEYS=SERVICE_KEY,
-            PORT=str(port),
-            LOG_LEVEL="debug",
-            UPSTREAM_MAX_RETRIES="0",
-        ),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process, base_url = start_service_process(
+        tmp_path,
+        OPENAI_API_KEY=UPSTREAM_KEY,
+        OPENAI_BASE_URL=upstream.base_url,
+        SERVICE_API_KEYS=SERVICE_KEY,
+        LOG_LEVEL="debug",
+        UPSTREAM_MAX_RETRIES="0",
     )
     produced: list[str] = []
     try:
-        wait_until_listening(base_url, process)
         auth = {"authorization": f"Bearer {SERVICE_KEY}"}
         replies = echoing_replies()
         upstream.queue(*replies)

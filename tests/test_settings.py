@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import TEST_KEY, answer_text, make_settings, read_events
+from tests.conftest import (
+    TEST_KEY,
+    answer_text,
+    make_settings,
+    read_events,
+    service_env,
+    start_service_process,
+)
 
 
 def test_nothing_configured_means_demo() -> None:
@@ -60,19 +64,6 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.model_name == "llama3"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def service_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "AZURE_OPENAI_"))}
-    env.update(extra)
-    return env
-
-
 @pytest.mark.parametrize(
     ("environment", "named"),
     [
@@ -112,28 +103,11 @@ def test_misconfiguration_never_prints_a_key(tmp_path: Path) -> None:
 
 
 def test_python_m_service_streams_the_demo_answer_with_no_key(tmp_path: Path) -> None:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=service_env(
-            PORT=str(port), DEMO_TOKENS_PER_SECOND="500", DEMO_FIRST_TOKEN_DELAY_SECONDS="0"
-        ),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process, base = start_service_process(
+        tmp_path, DEMO_TOKENS_PER_SECOND="500", DEMO_FIRST_TOKEN_DELAY_SECONDS="0"
     )
     try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                health = httpx.get(base + "/healthz")
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise
-                time.sleep(0.1)
+        health = httpx.get(base + "/healthz")
         assert health.json()["provider"] == "demo"
         assert health.json()["demo"] is True
         response = httpx.post(

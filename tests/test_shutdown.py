@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,9 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, SSEEvent, read_events
+from tests.conftest import TEST_KEY, RunningService, SSEEvent, read_events, start_service_process
 from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.test_settings import free_port, service_env
 
 GRACE_SECONDS = 2.0
 
@@ -30,41 +27,19 @@ def consume(base_url: str, prompt: str) -> list[SSEEvent]:
         return read_events(response)
 
 
-def wait_until_listening(base_url: str, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(base_url + "/healthz")
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise
-            time.sleep(0.05)
-
-
 def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
     short = Reply(pieces=answer_pieces([" s"] * 8), pause=0.1)  # ~1 s: within the grace
     long = Reply(pieces=answer_pieces([" l"] * 200), pause=0.1)  # ~20 s: cut by shutdown
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=service_env(
-            OPENAI_API_KEY=TEST_KEY,
-            OPENAI_BASE_URL=upstream.base_url,
-            PORT=str(port),
-            SHUTDOWN_GRACE_SECONDS=str(GRACE_SECONDS),
-            UPSTREAM_MAX_RETRIES="0",
-        ),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    process, base_url = start_service_process(
+        tmp_path,
+        OPENAI_API_KEY=TEST_KEY,
+        OPENAI_BASE_URL=upstream.base_url,
+        SHUTDOWN_GRACE_SECONDS=str(GRACE_SECONDS),
+        UPSTREAM_MAX_RETRIES="0",
     )
     try:
-        wait_until_listening(base_url, process)
         prompts = [f"short-{i}" for i in range(4)] + [f"long-{i}" for i in range(8)]
         replies = {"short": short, "long": long}
         with ThreadPoolExecutor(len(prompts)) as pool:
