@@ -20,6 +20,7 @@ from service.errors import InvalidRequest, ServiceError
 from service.http.stream_response import error_response
 from service.limits import StreamLimits
 from service.routes import router
+from service.schemas import describe_problems
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 from service.upstream.base import ChatUpstream
@@ -99,11 +100,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    parts = []
-    for problem in exc.errors()[:10]:
-        location = ".".join(str(part) for part in problem["loc"])
-        parts.append(f"{location}: {problem['msg']}")
-    return error_response(InvalidRequest("; ".join(parts) or "invalid request"))
+    return error_response(InvalidRequest(describe_problems(exc.errors())))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

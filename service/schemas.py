@@ -8,6 +8,7 @@ one user message. Unknown fields are refused rather than ignored, so a misspelt 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -65,12 +66,17 @@ def describe_validation_error(error: ValidationError) -> InvalidRequest:
         )
     if any(problem["type"] == "model_type" and not problem["loc"] for problem in problems):
         return InvalidRequest("request body must be a JSON object")
+    return InvalidRequest(describe_problems(problems))
+
+
+def describe_problems(problems: Sequence[Mapping[str, Any]]) -> str:
+    """`field.path: what is wrong; ...` for the first ten problems pydantic reported."""
     parts = []
     for problem in problems[:10]:
         location = ".".join(str(part) for part in problem["loc"])
         message = str(problem["msg"]).removeprefix("Value error, ")
         parts.append(f"{location}: {message}" if location else message)
-    return InvalidRequest("; ".join(parts))
+    return "; ".join(parts) or "invalid request"
 
 
 def parse_chat_request(body: bytes) -> ChatRequest:
