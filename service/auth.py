@@ -23,12 +23,12 @@ class APIKeys:
     def enabled(self) -> bool:
         return bool(self._keys)
 
-    def identify(self, authorization: str | None) -> str | None:
-        """The caller's key id; `None` when keys are not configured; `Unauthorized` otherwise."""
+    def identify(self, token: str | None) -> str | None:
+        """The caller's key id, from the Bearer token it sent (`None` if it sent none); `None`
+        when keys are not configured; `Unauthorized` otherwise."""
         if not self._keys:
             return None
-        scheme, _, token = (authorization or "").partition(" ")
-        presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+        presented = (token or "").strip().encode()
         matched = None
         for index, key in enumerate(self._keys, start=1):
             if hmac.compare_digest(presented, key) and matched is None:

@@ -49,8 +49,8 @@ async def admit(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str | None:
     """The caller's key id (None when keys are off); 401 without a valid key, 503 when draining."""
-    authorization = f"Bearer {credentials.credentials}" if credentials else None
-    key_id: str | None = request.app.state.api_keys.identify(authorization)
+    token = credentials.credentials if credentials else None  # None unless a Bearer token
+    key_id: str | None = request.app.state.api_keys.identify(token)
     if request.app.state.shutdown.draining:
         raise shutting_down()
     return key_id
