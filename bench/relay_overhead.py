@@ -33,9 +33,7 @@ async def stream_once(port: int, path: bytes, mark: bytes) -> tuple[float, int]:
     """(seconds to the first text, text events received) for one streamed answer."""
     started = time.perf_counter()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    body = json.dumps({"prompt": "bench", "model": "m", "messages": None}).encode()
-    if path == SERVICE_PATH:
-        body = json.dumps({"prompt": "bench"}).encode()
+    body = json.dumps({"prompt": "bench"}).encode()  # the fake upstream does not read it
     writer.write(
         b"POST %s HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (path, len(body), body)
