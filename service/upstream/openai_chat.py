@@ -8,6 +8,12 @@ both). Only the fields the service uses are read, with guards for every shape pr
 Azure's first chunk and the usage chunk have `choices: []`, Azure's asynchronous filter sends
 choices with no `delta`, and a provider may report an error as a `data:` object mid-stream.
 
+The transport is told to take the upstream's bytes as they are: `Accept-Encoding: identity`, a
+compressed body refused before any of it is read (inflating happens in one synchronous call per
+read, so a small gzip bomb would hold the event loop for seconds: issue #11), and redirects
+never followed (an OpenAI-compatible API does not redirect a completion; following one would
+re-send the key, or turn the POST into a GET).
+
 Errors are translated into `service.errors` here and nowhere else.
 """
 
@@ -16,7 +22,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -37,16 +42,13 @@ from service.errors import (
 from service.events import Failed, Finished, TextDelta, UpstreamEvent, Usage, UsageReported
 from service.settings import Settings
 from service.upstream.base import CompletionParams
+from service.upstream.redaction import redact
 from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
 
 _DONE = b"[DONE]"
 _DRAIN_SECONDS = 0.1
 _MAX_MESSAGE_CHARS = 500
 _MAX_RETRY_AFTER_SECONDS = 3600
-# Key-shaped strings are cut from any upstream text we pass on (OpenAI echoes a masked key in
-# its 401 message; some compatible servers echo it whole): OpenAI-style `sk-...` keys, and any
-# run of 32 or more letters and digits (Azure keys are 32 hex digits).
-_SECRET_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{8,}|\b[A-Za-z0-9]{32,}\b")
 
 logger = logging.getLogger("service.upstream")
 
@@ -57,10 +59,16 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
         settings.upstream_read_timeout_seconds,
         connect=settings.upstream_connect_timeout_seconds,
     )
+    transport_options: dict[str, Any] = {
+        "timeout": timeout,
+        "headers": {"Accept-Encoding": "identity"},
+        "follow_redirects": False,  # the SDK's default clients follow them
+        "event_hooks": {"response": [_refuse_compressed]},
+    }
     http_client = (
-        openai.DefaultAioHttpClient(timeout=timeout)
+        openai.DefaultAioHttpClient(**transport_options)
         if settings.upstream_http_client == "aiohttp"
-        else openai.DefaultAsyncHttpxClient(timeout=timeout)
+        else openai.DefaultAsyncHttpxClient(**transport_options)
     )
     if settings.provider == "azure":
         assert settings.azure_openai_endpoint
@@ -82,6 +90,21 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
         max_retries=settings.upstream_max_retries,
         http_client=http_client,
     )
+
+
+class CompressedBody(openai.OpenAIError):
+    """The upstream compressed its body although asked not to. An `OpenAIError`, so the SDK
+    passes it on as it is instead of retrying it as a connection failure."""
+
+
+async def _refuse_compressed(response: httpx2.Response) -> None:
+    """httpx2 response hook: runs on the headers, before any of the body is read or inflated."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise CompressedBody(
+            f"the upstream compressed its response (Content-Encoding: {encoding[:40]}) although "
+            "the service asks for identity; it does not inflate upstream bodies"
+        )
 
 
 class OpenAIChatUpstream:
@@ -142,7 +165,7 @@ class OpenAIChatUpstream:
         # typed stream), so both families are translated here.
         except (openai.APIConnectionError, httpx2.RequestError) as error:
             yield Failed(_transport_failure(error))
-        except EventTooLarge as error:
+        except (EventTooLarge, CompressedBody) as error:
             yield Failed(UpstreamUnavailable(str(error)))
         except Exception:
             # Whatever an upstream sends, the stream ends with a Failed event, never an escaping
@@ -195,6 +218,12 @@ class OpenAIChatUpstream:
             )
         if status == 408:
             return UpstreamTimeout("the upstream timed out")
+        if 300 <= status < 400:
+            # The target is not echoed: it is the upstream's to tell, and may carry a token.
+            return UpstreamUnavailable(
+                f"the upstream answered with a redirect (status {status}), which the service "
+                "does not follow; check the upstream base URL (https, path)"
+            )
         if 400 <= status < 500:
             return UpstreamRejected(self._safe_message(error.body, fallback=error.message))
         return UpstreamUnavailable(f"the upstream failed with status {status}")
@@ -210,11 +239,8 @@ class OpenAIChatUpstream:
             inner = body.get("error", body)
             if isinstance(inner, dict) and isinstance(inner.get("message"), str):
                 message = inner["message"]
-        text = " ".join(str(message).split())
         # Redacted before it is shortened, so a secret cut in two is still found whole.
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        text = _SECRET_PATTERN.sub("[redacted]", text)
+        text = redact(" ".join(str(message).split()), self._secrets)
         return text[:_MAX_MESSAGE_CHARS] or fallback
 
 
