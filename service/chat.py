@@ -1,4 +1,4 @@
-"""One chat stream, assembled: upstream -> metrics observer -> relay.
+"""One chat stream, assembled: upstream -> deadlines -> metrics observer -> relay.
 
 The route owns HTTP; this owns which model is asked and how the pieces are joined, so the other
 entry points on the roadmap (GET for EventSource, the OpenAI-compatible passthrough) reuse it.
@@ -11,6 +11,7 @@ from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
 from service.chunking import rechunk_words
+from service.deadline import within_deadline
 from service.events import ResponseEvent
 from service.metrics import StreamRecorder, observe
 from service.relay import relay
@@ -59,8 +60,12 @@ class ChatService:
             provider=self.upstream.provider,
             received_at=received_at,
         )
-        upstream = first_event_within(
-            self.upstream.stream(params), self.settings.first_token_timeout_seconds
+        upstream = within_deadline(
+            first_event_within(
+                self.upstream.stream(params), self.settings.first_token_timeout_seconds
+            ),
+            max_seconds=self.settings.max_stream_seconds,
+            idle_seconds=self.settings.upstream_read_timeout_seconds,
         )
         events = relay(observe(upstream, recorder), recorder)
         return OpenedStream(stream_id, rechunk_words(events) if word_chunks else events, recorder)

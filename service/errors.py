@@ -12,6 +12,7 @@
     ├── UpstreamRejected        400      the upstream refused this request (context too long, ...)
     ├── UpstreamTimeout         504      the upstream did not answer in time
     ├── UpstreamUnavailable     502      unreachable, 5xx, or it broke off mid-stream
+    ├── StreamDeadlineExceeded  504      the stream outlived MAX_STREAM_SECONDS
     └── ServerShuttingDown      503      this process is stopping; retry elsewhere
 
 Provider exceptions are translated into these at exactly one boundary
@@ -116,6 +117,11 @@ class UpstreamUnavailable(ServiceError):
     status_code = 502
     error_type = "upstream_unavailable"
     retryable = True
+
+
+class StreamDeadlineExceeded(ServiceError):
+    status_code = 504
+    error_type = "stream_deadline"
 
 
 class ServerShuttingDown(ServiceError):

@@ -50,8 +50,11 @@ class Settings(BaseSettings):
     # Ask for the final usage chunk (`stream_options.include_usage`); some servers reject it.
     upstream_include_usage: bool = True
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    # Longest silence allowed between two upstream reads: the idle timeout between chunks.
+    # Longest silence from the upstream: between two reads, and (after the first token) without
+    # content, however many comments or empty chunks arrive meanwhile (service.deadline).
     upstream_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # The longest a stream may last, however busy the upstream keeps it (issue #11).
+    max_stream_seconds: float = Field(default=1800.0, gt=0)
     # Longest wait from the request to the first token, retries included.
     first_token_timeout_seconds: float = Field(default=60.0, gt=0)
     upstream_max_retries: int = Field(default=2, ge=0, le=10)

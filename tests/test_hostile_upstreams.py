@@ -3,6 +3,7 @@ streams that never end. Each case runs the real service against a misbehaving fa
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,11 +12,12 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, stream_chat
+from tests.conftest import TEST_KEY, RunningService, ServiceFactory, answer_text, stream_chat
 from tests.fake_upstream import (
     FakeUpstream,
     Reply,
     answer_pieces,
+    chunk_event,
     compressed,
     error_body,
     gzip_bomb,
@@ -134,3 +136,79 @@ def test_masked_keys_in_upstream_errors_are_redacted(
     text = response.json()["error"]["message"]
     assert text == "Invalid request for key [redacted]. Please check it."
     assert TEST_KEY[-4:] not in response.text
+
+
+def endless(first: bytes, filler: list[bytes], pause: float) -> Reply:
+    """A first token, then `filler` for (practically) ever, `pause` apart."""
+    return Reply(pieces=[first, *filler * 20_000], pause=pause)
+
+
+FIRST = chunk_event(content="Hi")
+EMPTY_CHOICES = b'data: {"id":"x","object":"chat.completion.chunk","choices":[]}\n\n'
+
+
+@pytest.mark.parametrize("format_name", ["sse", "ndjson"])
+def test_stream_deadline_ends_a_stream_that_never_ends(
+    service_factory: ServiceFactory, upstream: FakeUpstream, format_name: str
+) -> None:
+    running = service_factory(
+        openai_api_key=TEST_KEY,
+        openai_base_url=upstream.base_url,
+        upstream_max_retries=0,
+        max_stream_seconds=1.5,
+    )
+    # Content keeps coming, so neither the read timeout nor the idle bound ever fires.
+    upstream.queue(endless(FIRST, [chunk_event(content=".")], pause=0.05))
+    started = time.monotonic()
+    response = httpx.post(
+        running.base_url + f"/api/chat/stream?format={format_name}",
+        json={"prompt": "hi"},
+        timeout=30,
+    )
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert 1.4 < elapsed < 1.5 + 2.0
+    if format_name == "sse":
+        data = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+        assert data[-1] == "[DONE]"
+        last = json.loads(data[-2])
+    else:
+        last = json.loads(response.text.splitlines()[-1])
+    assert last["type"] == "error"
+    assert last["error"]["type"] == "stream_deadline"
+    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
+    summary = running.wait_for_summaries(1)[0]
+    assert (summary["outcome"], summary["error_type"]) == ("error", "stream_deadline")
+
+
+@pytest.mark.parametrize(
+    ("filler", "pause"),
+    [
+        ([b": keep-alive\n\n"], 0.05),
+        ([EMPTY_CHOICES], 0.05),
+        ([chunk_event(content="")], 0.05),
+        ([bytes([byte]) for byte in chunk_event(content="never complete")], 0.1),  # a trickle
+    ],
+    ids=["comments", "empty-choices", "empty-content", "one-byte-trickle"],
+)
+def test_chunks_without_content_count_as_silence(
+    service_factory: ServiceFactory, upstream: FakeUpstream, filler: list[bytes], pause: float
+) -> None:
+    running = service_factory(
+        openai_api_key=TEST_KEY,
+        openai_base_url=upstream.base_url,
+        upstream_max_retries=0,
+        upstream_read_timeout_seconds=1.0,
+    )
+    upstream.queue(endless(FIRST, filler, pause))
+    started = time.monotonic()
+    response, events = stream_chat(running.base_url, {"prompt": "hi"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert answer_text(events) == "Hi"
+    error = events[-2].json()["error"]
+    assert error["type"] == "upstream_timeout"
+    assert "no content for 1 s" in error["message"]
+    assert events[-1].data == "[DONE]"
+    assert 0.9 < elapsed < 1.0 + 2.0
+    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
