@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from service.chunking import MAX_PENDING_CHARS
 from tests.conftest import TEST_KEY, RunningService, ServiceFactory, answer_text, stream_chat
 from tests.fake_upstream import (
     FakeUpstream,
@@ -212,3 +213,21 @@ def test_chunks_without_content_count_as_silence(
     assert events[-1].data == "[DONE]"
     assert 0.9 < elapsed < 1.0 + 2.0
     assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
+
+
+def test_word_chunking_cuts_a_huge_token_without_holding_the_loop(
+    service: RunningService, upstream: FakeUpstream
+) -> None:
+    token = "QUJD" * 750_000  # 3 MB without a space, in one upstream event
+    body = b"".join(answer_pieces([token]))
+    upstream.queue(Reply(pieces=[body[i : i + 65536] for i in range(0, len(body), 65536)]))
+    with LoopProbe(service.base_url).running() as probe:
+        response, events = stream_chat(
+            service.base_url, {"prompt": "hi"}, params={"chunking": "word"}
+        )
+    assert probe.slowest < HEALTHZ_BOUND_SECONDS, probe.latencies
+    assert response.status_code == 200
+    payloads = [event.json() for event in events if event.data != "[DONE]"]
+    deltas = [payload["content"] for payload in payloads if payload["type"] == "delta"]
+    assert "".join(deltas) == token
+    assert max(len(delta) for delta in deltas) <= MAX_PENDING_CHARS
