@@ -3,7 +3,10 @@
     ServiceError
     ├── InvalidRequest          400/422  the client's request is wrong
     ├── NotAcceptable           406      no supported wire format matches `Accept`
+    ├── RequestTimeout          408      the request head or body came too slowly
     ├── PayloadTooLarge         413      the body exceeds MAX_BODY_BYTES
+    ├── URITooLong              414      the request line exceeds MAX_REQUEST_HEAD_BYTES
+    ├── RequestHeadTooLarge     431      the request head exceeds MAX_REQUEST_HEAD_BYTES
     ├── Unauthorized            401      missing or wrong service API key
     ├── TooManyStreams          429      this process (or this key) is at its stream limit
     ├── UpstreamAuthFailed      502      the service's own upstream credentials were refused
@@ -69,6 +72,21 @@ class NotAcceptable(ServiceError):
 class PayloadTooLarge(ServiceError):
     status_code = 413
     error_type = "payload_too_large"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+    error_type = "request_timeout"
+
+
+class URITooLong(ServiceError):
+    status_code = 414
+    error_type = "uri_too_long"
+
+
+class RequestHeadTooLarge(ServiceError):
+    status_code = 431
+    error_type = "request_head_too_large"
 
 
 class Unauthorized(ServiceError):

@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     max_messages: int = Field(default=500, ge=1)
     max_input_chars: int = Field(default=400_000, ge=1)
     max_output_tokens: int = Field(default=16_384, ge=1)
+    # The request head (request line and headers): 431 beyond (414 for the request line), and
+    # 408 when it or the body takes longer than its timeout (service.http.server_protocol).
+    max_request_head_bytes: int = Field(default=65_536, ge=4096, le=16 * 1024 * 1024)
+    request_head_timeout_seconds: float = Field(default=10.0, gt=0)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Comma-separated keys clients must send as `Authorization: Bearer <key>`; none: open.
     service_api_keys: SecretStr | None = None

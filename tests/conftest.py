@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 import uvicorn
 
 from service.app import create_app
+from service.server import uvicorn_config
 from service.settings import Settings
 from tests.fake_upstream import FakeUpstream
 
@@ -97,16 +99,17 @@ class RunningService:
 
 
 def start_service(settings: Settings, http: str = "httptools") -> RunningService:
-    """The app in a real uvicorn on a free loopback port, in a thread with its own loop.
-    `http` is uvicorn's protocol implementation (the service ships with httptools)."""
-    config = uvicorn.Config(
+    """The app in a real uvicorn on a free loopback port, in a thread with its own loop, served
+    as `python -m service` serves it. `http` is uvicorn's protocol implementation (the service
+    ships with httptools, guarded by service.http.server_protocol)."""
+    config = uvicorn_config(
         create_app(settings),
+        settings,
         host="127.0.0.1",
         port=0,
-        loop="uvloop",
-        http=http,
         log_level="warning",
         lifespan="on",
+        **({} if http == "httptools" else {"http": http}),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="service", daemon=True)
@@ -155,14 +158,21 @@ def service_factory(upstream_http_client: str) -> Iterator[ServiceFactory]:
 
 
 @pytest.fixture
-def service(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningService:
+def upstream_service(service_factory: ServiceFactory, upstream: FakeUpstream) -> ServiceFactory:
+    """Start services pointed at the fake upstream with the OpenAI provider, no SDK retries,
+    and these settings."""
+
+    def start(**overrides: Any) -> RunningService:
+        settings = {"openai_api_key": TEST_KEY, "upstream_max_retries": 0, **overrides}
+        return service_factory(openai_base_url=upstream.base_url + "/v1", **settings)
+
+    return start
+
+
+@pytest.fixture
+def service(upstream_service: ServiceFactory) -> RunningService:
     """The service pointed at the fake upstream with the OpenAI provider, no SDK retries."""
-    running: RunningService = service_factory(
-        openai_api_key=TEST_KEY,
-        openai_base_url=upstream.base_url + "/v1",
-        upstream_max_retries=0,
-    )
-    return running
+    return upstream_service()
 
 
 def free_port() -> int:
@@ -203,6 +213,16 @@ def start_service_process(cwd: Path, **environment: str) -> tuple[subprocess.Pop
                 process.communicate()
                 raise
             time.sleep(0.05)
+
+
+def stop_service_process(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM, as a deployment stops it; its stdout and stderr once it has exited."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
 
 
 @dataclass

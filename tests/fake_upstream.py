@@ -202,6 +202,8 @@ class FakeUpstream:
             if not closed.done():
                 closed.cancel()
                 await asyncio.wait((closed,))
+            elif not closed.cancelled():
+                closed.exception()  # a reset client: seen, so asyncio does not log it
 
 
 # -- building upstream bodies --------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from typing import Protocol
 
 import pytest
 
@@ -27,8 +28,15 @@ def upstream_http_client(request: pytest.FixtureRequest) -> str:
 CLOSE_BOUND_SECONDS = 1.0
 
 
+class Listening(Protocol):
+    """A service's address: a `RunningService`, or a `python -m service` process's."""
+
+    @property
+    def host_port(self) -> tuple[str, int]: ...
+
+
 def open_stream(
-    service: RunningService, body: dict[str, object], receive_buffer: int | None = None
+    service: Listening, body: dict[str, object], receive_buffer: int | None = None
 ) -> socket.socket:
     host, port = service.host_port
     sock = socket.socket()

@@ -150,12 +150,9 @@ EMPTY_CHOICES = b'data: {"id":"x","object":"chat.completion.chunk","choices":[]}
 
 @pytest.mark.parametrize("format_name", ["sse", "ndjson"])
 def test_stream_deadline_ends_a_stream_that_never_ends(
-    service_factory: ServiceFactory, upstream: FakeUpstream, format_name: str
+    upstream_service: ServiceFactory, upstream: FakeUpstream, format_name: str
 ) -> None:
-    running = service_factory(
-        openai_api_key=TEST_KEY,
-        openai_base_url=upstream.base_url,
-        upstream_max_retries=0,
+    running = upstream_service(
         max_stream_seconds=1.5,
     )
     # Content keeps coming, so neither the read timeout nor the idle bound ever fires.
@@ -193,12 +190,9 @@ def test_stream_deadline_ends_a_stream_that_never_ends(
     ids=["comments", "empty-choices", "empty-content", "one-byte-trickle"],
 )
 def test_chunks_without_content_count_as_silence(
-    service_factory: ServiceFactory, upstream: FakeUpstream, filler: list[bytes], pause: float
+    upstream_service: ServiceFactory, upstream: FakeUpstream, filler: list[bytes], pause: float
 ) -> None:
-    running = service_factory(
-        openai_api_key=TEST_KEY,
-        openai_base_url=upstream.base_url,
-        upstream_max_retries=0,
+    running = upstream_service(
         upstream_read_timeout_seconds=1.0,
     )
     upstream.queue(endless(FIRST, filler, pause))

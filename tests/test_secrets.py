@@ -5,13 +5,11 @@ in every kind of error."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import start_service_process
+from tests.conftest import start_service_process, stop_service_process
 from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
 
 UPSTREAM_KEY = "sk-proj-SECRETupstream0123456789abcdef"
@@ -60,12 +58,7 @@ def test_no_secret_in_anything_the_service_produced(upstream: FakeUpstream, tmp_
                 produced += [response.text, repr(response.headers)]
         assert len(upstream.exchanges) == len(replies)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            stdout, stderr = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate()
+        stdout, stderr = stop_service_process(process)
     produced += [stdout, stderr]
     everything = "\n".join(produced)
     assert '"outcome": "error"' in stderr  # the run did produce the error logs scanned here
