@@ -17,6 +17,7 @@ from starlette.responses import Response
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.errors import InvalidRequest, ServiceError
+from service.http.access_log import AccessLog
 from service.http.stream_response import error_response
 from service.limits import StreamLimits
 from service.routes import router
@@ -84,6 +85,8 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
             expose_headers=["Retry-After"],
             max_age=600,
         )
+    # Outermost of the service's middleware, so its duration covers them (issue #11).
+    app.add_middleware(AccessLog)
     app.include_router(router)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

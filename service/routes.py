@@ -167,6 +167,7 @@ def _stream(
     # Taken last: every check that can refuse the request has passed.
     slot = request.app.state.stream_limits.acquire(caller)
     opened = chat.open_stream(body, received_at=received_at, word_chunks=chunking == "word")
+    request.state.stream_id = opened.stream_id  # for the access log (service.http.access_log)
     return ChatStreamResponse(
         opened.events,
         make_encoder(opened.stream_id),
