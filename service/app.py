@@ -64,10 +64,14 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         finally:
             await chosen.aclose()
 
+    docs = resolved.serve_docs
     app = FastAPI(
         title="LLM chat streaming service",
         version="0.1.0",
         lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
     )
     app.state.api_keys = APIKeys(resolved.api_keys)
     app.state.stream_limits = StreamLimits(

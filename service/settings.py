@@ -93,6 +93,8 @@ class Settings(BaseSettings):
 
     # Comma-separated keys clients must send as `Authorization: Bearer <key>`; none: open.
     service_api_keys: SecretStr | None = None
+    # /docs, /redoc and /openapi.json; unset: served only when no SERVICE_API_KEYS are set.
+    docs_enabled: bool | None = None
     # Comma-separated origins allowed to call the API from a browser (CORS); none: same origin.
     cors_allow_origins: str = ""
     cors_allow_credentials: bool = False
@@ -124,6 +126,12 @@ class Settings(BaseSettings):
             return ()
         raw = self.service_api_keys.get_secret_value()
         return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+    @property
+    def serve_docs(self) -> bool:
+        """Whether the API documents are served: a keyed service does not show its API to
+        anyone who asks, unless DOCS_ENABLED says so (issue #11)."""
+        return self.docs_enabled if self.docs_enabled is not None else not self.api_keys
 
     @property
     def cors_origins(self) -> tuple[str, ...]:
