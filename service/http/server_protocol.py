@@ -12,7 +12,9 @@ the unsent megabytes to drain: a client that never reads keeps its socket for ev
 - **Head size**: more than `max_head_bytes` before the end of the head is refused with 431 (414
   while the request line has not ended: the URL is what is too long). Counted on the bytes as
   they are read, before httptools buffers them, so memory stays bounded whatever the client
-  sends.
+  sends. A chunked body's trailer is a head too (httptools buffers it as it does headers): the
+  bytes of a body that are not body (chunk sizes, trailers) may not exceed `max_head_bytes`
+  plus the body's own size.
 - **Head time**: the head must be complete within `head_timeout_seconds` of the connection
   opening or of its first byte (an idle new connection counts), else 408.
 - **Body time**: the body must be complete within `body_timeout_seconds` of the end of the head,
@@ -30,9 +32,10 @@ Why a protocol subclass: the limits must hold before the application sees a requ
 none until the head is complete), and uvicorn takes its HTTP protocol as a class
 (`uvicorn.Config(http=...)`). The seams used are uvicorn's protocol interface
 (`connection_made`, `data_received`, `connection_lost`), the httptools parser callbacks it
-implements (`on_headers_complete`, `on_message_complete`), `send_400_response` and `shutdown`,
-and the attributes `transport`, `cycle` (its `response_started`/`response_complete`), `pipeline`
-and `server_state.default_headers`; nothing private. `python -m service` installs it; a plain
+implements (`on_headers_complete`, `on_body`, `on_message_complete`), `send_400_response`,
+`shutdown`, and the attributes `transport`, `cycle` (its `response_started` and
+`response_complete`), `pipeline` and `server_state.default_headers`; nothing private (as read
+in uvicorn 0.54). `python -m service` installs it; a plain
 `uvicorn` command takes it as `--http service.asgi:http_protocol` (with the limits from the
 environment). uvicorn's h11 protocol has a head size limit of its own
 (`h11_max_incomplete_event_size`) but no timeouts.
@@ -82,6 +85,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_bytes: int | None = 0
         self._request_line_ended = False
         self._heads_completed = 0
+        # In the body: its bytes so far, and the bytes read that were not body (chunk framing,
+        # trailers).
+        self._body_bytes = self._framing_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
@@ -100,8 +106,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         while data:
             if self._refused:
                 return  # lingering: dropped
-            if self._head_bytes is None or self.transport.is_closing():
+            if self.transport.is_closing():
                 super().data_received(data)
+                return
+            if self._head_bytes is None:
+                self._receive_body(data)
                 return
             self._start_head_timer()
             room = self.limits.max_head_bytes - self._head_bytes
@@ -116,16 +125,38 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
             # The head ended within the limit: the rest is its body, or the next request.
 
+    def _receive_body(self, data: bytes) -> None:
+        body_before = self._body_bytes
+        super().data_received(data)
+        if self._head_bytes is not None or self._refused:
+            return  # the message ended in this read: what followed is the next head
+        self._framing_bytes += len(data) - (self._body_bytes - body_before)
+        if self._framing_bytes > self.limits.max_head_bytes + self._body_bytes:
+            if self.cycle is not None and self.cycle.response_started:
+                self.transport.close()
+            else:
+                limit = self.limits.max_head_bytes
+                self._refuse(
+                    RequestHeadTooLarge(
+                        f"the request's chunk framing and trailer exceed {limit} bytes"
+                    )
+                )
+
     # -- parser callbacks ------------------------------------------------------------------
 
     def on_headers_complete(self) -> None:
         self._heads_completed += 1
         self._head_bytes = None
+        self._body_bytes = self._framing_bytes = 0
         self._cancel_head_timer()
         self._body_timer = self.loop.call_later(
             self.limits.body_timeout_seconds, self._body_timed_out
         )
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._head_bytes = 0
