@@ -1,0 +1,141 @@
+/**
+ * The same chat through the Vercel AI SDK: `useChat` from `@ai-sdk/react` with
+ * `DefaultChatTransport` posting to `/api/chat`, which answers in the UI message stream
+ * protocol (header `x-vercel-ai-ui-message-stream: v1`). Stop calls `useChat`'s `stop()`, which
+ * aborts the fetch and so the generation; Retry calls `regenerate()`.
+ */
+import { useChat } from "@ai-sdk/react";
+import { DefaultChatTransport, type UIMessage } from "ai";
+import { useCallback, useEffect, useRef, useState } from "react";
+import { emptyAnswer, type Answer } from "../answer";
+import { AssistantMessage, UserMessage } from "../components/AssistantMessage";
+import { Composer } from "../components/Composer";
+import { Conversation } from "../components/Conversation";
+import { answerErrorFromUseChat, metricsFromMetadata } from "./metadata";
+
+interface Ending {
+  stopped: boolean;
+  finishReason: string | undefined;
+}
+
+const textOf = (message: UIMessage, type: "text" | "reasoning") =>
+  message.parts.map((part) => (part.type === type ? part.text : "")).join("");
+
+export function UseChatPanel({
+  apiKey,
+  onNeedsKey,
+  fetch,
+  api = "/api/chat",
+}: {
+  apiKey: string;
+  onNeedsKey: () => void;
+  fetch?: typeof globalThis.fetch;
+  api?: string;
+}) {
+  const keyRef = useRef(apiKey);
+  keyRef.current = apiKey;
+  // One transport for the panel's life; the key is read at each request.
+  const [transport] = useState(
+    () =>
+      new DefaultChatTransport<UIMessage>({
+        api,
+        headers: (): Record<string, string> =>
+          keyRef.current ? { Authorization: `Bearer ${keyRef.current}` } : {},
+        ...(fetch ? { fetch } : {}),
+      }),
+  );
+  const [endings, setEndings] = useState<Record<string, Ending>>({});
+  const [stoppedEarly, setStoppedEarly] = useState(false); // Stop before any answer arrived
+  const [draft, setDraft] = useState<{ text: string }>();
+  const { messages, sendMessage, status, error, stop, regenerate, setMessages } = useChat({
+    transport,
+    onFinish: ({ message, isAbort, finishReason }) =>
+      setEndings((current) => ({ ...current, [message.id]: { stopped: isAbort, finishReason } })),
+  });
+  const busy = status === "submitted" || status === "streaming";
+  const last = messages.at(-1);
+  const failure = status === "error" && error ? answerErrorFromUseChat(error) : undefined;
+
+  useEffect(() => {
+    if (failure?.needsKey) onNeedsKey();
+  }, [failure?.needsKey, onNeedsKey]);
+
+  const send = useCallback(
+    (text: string) => {
+      setStoppedEarly(false);
+      // A question that got no answer at all is left out of the history (roles alternate).
+      if (messages.at(-1)?.role === "user") setMessages(messages.slice(0, -1));
+      void sendMessage({ text });
+    },
+    [messages, sendMessage, setMessages],
+  );
+
+  const onStop = useCallback(() => {
+    if (messages.at(-1)?.role === "user") setStoppedEarly(true);
+    void stop();
+  }, [messages, stop]);
+
+  const retry = useCallback(() => {
+    setStoppedEarly(false);
+    void regenerate();
+  }, [regenerate]);
+
+  useEffect(() => {
+    // A question whose request failed or was stopped before any answer: ready to send again.
+    if (!busy && last?.role === "user" && (failure || stoppedEarly)) setDraft({ text: textOf(last, "text") });
+  }, [busy, last, failure, stoppedEarly]);
+
+  const answerFor = (message: UIMessage, isLast: boolean): Answer => {
+    const text = textOf(message, "text");
+    const ending = endings[message.id];
+    let state: Answer["state"] = "done";
+    if (isLast && busy) state = text ? "streaming" : "waiting";
+    else if (isLast && failure) state = "error";
+    else if (ending?.stopped) state = "stopped";
+    return {
+      ...emptyAnswer,
+      text,
+      reasoning: textOf(message, "reasoning"),
+      state,
+      finishReason: ending?.finishReason,
+      metrics: metricsFromMetadata(message.metadata),
+      error: isLast ? failure : undefined,
+    };
+  };
+
+  // After a question with no answer message yet: waiting, failed before the first token, or stopped.
+  const pending: Answer | undefined =
+    last?.role === "user"
+      ? busy
+        ? { ...emptyAnswer, state: "waiting" }
+        : failure
+          ? { ...emptyAnswer, state: "error", error: failure }
+          : stoppedEarly
+            ? { ...emptyAnswer, state: "stopped" }
+            : undefined
+      : undefined;
+
+  return (
+    <>
+      <Conversation empty={messages.length === 0}>
+        {messages.map((message) =>
+          message.role === "user" ? (
+            <UserMessage
+              key={message.id}
+              text={textOf(message, "text")}
+              dropped={message === last && !busy && Boolean(failure || stoppedEarly)}
+            />
+          ) : message.role === "assistant" ? (
+            <AssistantMessage
+              key={message.id}
+              answer={answerFor(message, message === last)}
+              onRetry={message === last && failure ? retry : undefined}
+            />
+          ) : null,
+        )}
+        {pending && <AssistantMessage answer={pending} onRetry={failure ? retry : undefined} />}
+      </Conversation>
+      <Composer busy={busy} onSend={send} onStop={onStop} draft={draft} />
+    </>
+  );
+}
