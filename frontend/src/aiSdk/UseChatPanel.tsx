@@ -6,7 +6,7 @@
  */
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport, type UIMessage } from "ai";
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import { emptyAnswer, type Answer } from "../answer";
 import { AssistantMessage, UserMessage } from "../components/AssistantMessage";
 import { Composer } from "../components/Composer";
@@ -54,7 +54,10 @@ export function UseChatPanel({
   });
   const busy = status === "submitted" || status === "streaming";
   const last = messages.at(-1);
-  const failure = status === "error" && error ? answerErrorFromUseChat(error) : undefined;
+  const failure = useMemo(
+    () => (status === "error" && error ? answerErrorFromUseChat(error) : undefined),
+    [status, error],
+  );
 
   useEffect(() => {
     if (failure?.needsKey) onNeedsKey();
@@ -80,10 +83,11 @@ export function UseChatPanel({
     void regenerate();
   }, [regenerate]);
 
+  // A question whose request failed or was stopped before any answer: ready to send again.
+  const unanswered = !busy && last?.role === "user" && (failure || stoppedEarly) ? last : undefined;
   useEffect(() => {
-    // A question whose request failed or was stopped before any answer: ready to send again.
-    if (!busy && last?.role === "user" && (failure || stoppedEarly)) setDraft({ text: textOf(last, "text") });
-  }, [busy, last, failure, stoppedEarly]);
+    if (unanswered) setDraft({ text: textOf(unanswered, "text") });
+  }, [unanswered]);
 
   const answerFor = (message: UIMessage, isLast: boolean): Answer => {
     const text = textOf(message, "text");
