@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint check-deploy system-deps bench clean
+.PHONY: run test lint check-deploy system-deps frontend bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -37,7 +37,20 @@ check-deploy: $(VENV)/.dev-installed
 system-deps:
 	@scripts/install-system-deps.sh
 
-test: system-deps lint check-deploy
+# The React app in frontend/: installed from its lock file (npm ci, npm registry only), type
+# checked and built into frontend/dist, and its vitest suite run. Needs node 20.19+ and npm.
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	@command -v npm >/dev/null && node -e 'const [major, minor] = process.versions.node.split(".").map(Number); \
+		process.exit(major > 20 || (major === 20 && minor >= 19) ? 0 : 1)' || \
+		{ echo "node 20.19 or newer and npm are needed for frontend/ (vite 8)"; exit 1; }
+	cd frontend && npm ci --no-audit --no-fund
+	@touch $@
+
+frontend: frontend/node_modules/.installed
+	cd frontend && npm run build
+	cd frontend && npm test
+
+test: system-deps lint check-deploy frontend
 	$(BIN)/pytest
 
 bench: system-deps $(VENV)/.dev-installed
@@ -46,4 +59,4 @@ bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.nginx_latency
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis frontend/node_modules frontend/dist

@@ -1,9 +1,13 @@
 // @vitest-environment happy-dom
 import { cleanup, render, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { App } from "../App";
 import { fakeService, jsonResponse, ui, type RecordedRequest } from "../testing/fakeService";
+
+// The app loads this panel lazily; loading the AI SDK the first time can take seconds on a busy
+// machine, longer than a findBy* waits, so it is loaded before the tests.
+beforeAll(() => import("./UseChatPanel"), 60_000);
 
 beforeEach(() => {
   sessionStorage.clear();
