@@ -40,9 +40,8 @@ system-deps:
 # The React app in frontend/: installed from its lock file (npm ci, npm registry only), type
 # checked and built into frontend/dist, and its vitest suite run. Needs node 20.19+ and npm.
 frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
-	@command -v npm >/dev/null && node -e 'const [major, minor] = process.versions.node.split(".").map(Number); \
-		process.exit(major > 20 || (major === 20 && minor >= 19) ? 0 : 1)' || \
-		{ echo "node 20.19 or newer and npm are needed for frontend/ (vite 8)"; exit 1; }
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a == 20 && b >= 19) ? 0 : 1)' \
+		&& command -v npm >/dev/null || { echo "node 20.19 or newer and npm are needed for frontend/ (vite 8)"; exit 1; }
 	cd frontend && npm ci --no-audit --no-fund
 	@touch $@
 
