@@ -174,6 +174,9 @@ function* eventsOf(data: string): Generator<ChatStreamEvent> {
   }
 }
 
+/** Statuses worth another try when the body does not say (timeouts, overload, gateways). */
+export const RETRYABLE_STATUSES: readonly number[] = [408, 429, 502, 503, 504];
+
 /** The typed error for a response whose status is not 2xx. */
 export async function errorFromResponse(response: Response): Promise<ChatStreamError> {
   const fallback = `${response.status} ${response.statusText}`.trim();
@@ -186,8 +189,7 @@ export async function errorFromResponse(response: Response): Promise<ChatStreamE
   const error = asErrorBody(
     typeof body === "object" && body !== null ? (body as { error?: unknown }).error : undefined,
     fallback,
-    // Without the service's verdict: gateways and overload statuses are worth another try.
-    [408, 429, 502, 503, 504].includes(response.status),
+    RETRYABLE_STATUSES.includes(response.status),
   );
   return new ChatStreamError(error, { status: response.status });
 }

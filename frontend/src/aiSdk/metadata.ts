@@ -9,6 +9,7 @@
  */
 import { APICallError } from "ai";
 import type { AnswerError, AnswerMetrics } from "../answer";
+import { RETRYABLE_STATUSES } from "../chatStream";
 
 type Fields = Record<string, unknown>;
 
@@ -64,7 +65,12 @@ export function answerErrorFromUseChat(error: Error): AnswerError {
     return {
       type: typeof body.type === "string" ? body.type : undefined,
       message: body.message as string,
-      retryable: typeof body.retryable === "boolean" ? body.retryable : null,
+      retryable:
+        typeof body.retryable === "boolean"
+          ? body.retryable
+          : status !== undefined
+            ? RETRYABLE_STATUSES.includes(status)
+            : null,
       retryAfterSeconds: typeof body.retry_after_seconds === "number" ? body.retry_after_seconds : undefined,
       needsKey: status === 401,
     };
@@ -73,7 +79,7 @@ export function answerErrorFromUseChat(error: Error): AnswerError {
     return {
       type: "http_error",
       message: `${status}${error.message ? `: ${error.message.slice(0, 200)}` : ""}`,
-      retryable: [408, 429, 502, 503, 504].includes(status),
+      retryable: RETRYABLE_STATUSES.includes(status),
       retryAfterSeconds: undefined,
       needsKey: status === 401,
     };

@@ -7,7 +7,7 @@ const rate = (value: number | null) => (value == null ? "– tok/s" : `${value.t
 
 export function MetricsLine({ metrics }: { metrics: AnswerMetrics }) {
   const tokens = [
-    metrics.outputTokens != null ? `${metrics.outputTokens} tokens` : undefined,
+    metrics.outputTokens != null ? `${metrics.outputTokens} tokens out` : undefined,
     metrics.promptTokens != null ? `${metrics.promptTokens} in` : undefined,
   ].filter(Boolean);
   return (
