@@ -1,5 +1,6 @@
 import { lazy, Suspense, useCallback, useEffect, useRef, useState } from "react";
 import { useApiKey } from "./apiKey";
+import { API_BASE } from "./config";
 import { FetchChat } from "./fetchChat/FetchChat";
 
 // The AI SDK is most of the bundle's weight: only the useChat path loads it.
@@ -24,7 +25,7 @@ function useModelName(fetchImpl: typeof fetch): string {
   const [name, setName] = useState("");
   useEffect(() => {
     let live = true;
-    fetchImpl("/healthz")
+    fetchImpl(`${API_BASE}/healthz`)
       .then((response) => (response.ok ? response.json() : undefined))
       .then((health: { demo?: boolean; model?: string; provider?: string } | undefined) => {
         if (live && health) setName(health.demo ? "demo model" : `${health.model} · ${health.provider}`);

@@ -47,6 +47,21 @@ export const emptyAnswer: Answer = {
   error: undefined,
 };
 
+/**
+ * fetch() rejects with a bare TypeError ("Failed to fetch") both when the service is down and
+ * when CORS refused the page's origin; the browser hides which, so the message names both.
+ */
+export function networkError(error: unknown): AnswerError {
+  const reason = error instanceof Error ? error.message : String(error);
+  return {
+    type: "network_error",
+    message: `${reason}: the service could not be reached, or it does not allow this page's origin (CORS_ALLOW_ORIGINS)`,
+    retryable: true,
+    retryAfterSeconds: undefined,
+    needsKey: false,
+  };
+}
+
 /** The note for an answer that ended early for a reason other than an error. */
 export function finishNote(finishReason: string | undefined): string | undefined {
   switch (finishReason) {

@@ -11,6 +11,7 @@ import { emptyAnswer, type Answer } from "../answer";
 import { AssistantMessage, UserMessage } from "../components/AssistantMessage";
 import { Composer } from "../components/Composer";
 import { Conversation } from "../components/Conversation";
+import { API_BASE } from "../config";
 import { answerErrorFromUseChat, metricsFromMetadata } from "./metadata";
 
 interface Ending {
@@ -25,7 +26,7 @@ export function UseChatPanel({
   apiKey,
   onNeedsKey,
   fetch,
-  api = "/api/chat",
+  api = `${API_BASE}/api/chat`,
 }: {
   apiKey: string;
   onNeedsKey: () => void;

@@ -8,7 +8,7 @@
  * endpoint settles on.
  */
 import { APICallError } from "ai";
-import type { AnswerError, AnswerMetrics } from "../answer";
+import { networkError, type AnswerError, type AnswerMetrics } from "../answer";
 import { RETRYABLE_STATUSES } from "../chatStream";
 
 type Fields = Record<string, unknown>;
@@ -84,9 +84,7 @@ export function answerErrorFromUseChat(error: Error): AnswerError {
       needsKey: status === 401,
     };
   }
-  if (error.name === "TypeError") {
-    return { type: "network_error", message: error.message, retryable: true, retryAfterSeconds: undefined, needsKey: false };
-  }
+  if (error.name === "TypeError") return networkError(error);
   // An in-band error chunk carries only its text: whether a retry helps is not said.
   return { type: undefined, message: error.message, retryable: null, retryAfterSeconds: undefined, needsKey: false };
 }

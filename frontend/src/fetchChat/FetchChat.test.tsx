@@ -188,7 +188,8 @@ describe("the fetch path (POST /api/chat/stream)", () => {
     await ask("Hello");
     await waitFor(() => expect(lastAnswer().dataset.state).toBe("error"));
     const alert = within(lastAnswer()).getByRole("alert");
-    expect(alert.textContent).toContain("Error (network_error): Failed to fetch.");
+    expect(alert.textContent).toContain("Error (network_error): Failed to fetch: the service could not be reached");
+    expect(alert.textContent).toContain("CORS_ALLOW_ORIGINS");
     expect(within(alert).getByRole("button", { name: "Retry" })).toBeTruthy();
   });
 });

@@ -17,7 +17,8 @@ import {
   type ChatMessage,
   type StreamChatOptions,
 } from "../chatStream";
-import { emptyAnswer, type Answer, type AnswerError } from "../answer";
+import { emptyAnswer, networkError, type Answer, type AnswerError } from "../answer";
+import { API_BASE } from "../config";
 
 export interface Turn {
   id: number;
@@ -52,9 +53,7 @@ export function answerError(error: unknown): AnswerError {
       needsKey: error.status === 401,
     };
   }
-  // fetch() rejects with a TypeError when the service cannot be reached at all.
-  const message = error instanceof Error ? error.message : String(error);
-  return { type: "network_error", message, retryable: true, retryAfterSeconds: undefined, needsKey: false };
+  return networkError(error);
 }
 
 const nextFrame: (callback: () => void) => void =
@@ -84,8 +83,7 @@ export function useFetchChat(options: FetchChatOptions) {
     setBusy(true);
     const messages: ChatMessage[] = [...historyBefore(earlier), { role: "user", content: turn.question }];
     const { apiKey, url, fetch: fetchImpl } = optionsRef.current;
-    const request: StreamChatOptions = { apiKey, signal: abort.signal };
-    if (url) request.url = url;
+    const request: StreamChatOptions = { apiKey, signal: abort.signal, url: url ?? `${API_BASE}/api/chat/stream` };
     if (fetchImpl) request.fetch = fetchImpl;
 
     const sentAt = performance.now();
