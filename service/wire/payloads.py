@@ -14,6 +14,16 @@ from typing import Any
 
 from service.events import ResponseEvent, StreamEnded, StreamFailed, StreamStarted, TextDelta
 
+# The objects above, for the OpenAPI document.
+PAYLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "content"],
+    "properties": {
+        "type": {"enum": ["start", "delta", "end", "error", "ping"]},
+        "content": {"type": "string"},
+    },
+}
+
 
 def json_string(text: str) -> bytes:
     """`text` as a JSON string literal in UTF-8 (the C encoder; ~1 µs for a token).
