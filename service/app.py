@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from service import routes
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
 from service.limits import StreamLimits
-from service.routes import router
 from service.runtime import Runtime, runtime_of
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
@@ -22,6 +22,9 @@ from service.upstream.base import ChatUpstream
 from service.upstream.providers import build_upstream
 
 logger = logging.getLogger("service")
+
+# Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
+ROUTERS = (routes.router,)
 
 
 def create_app(settings: Settings | None = None, upstream: ChatUpstream | None = None) -> FastAPI:
@@ -51,7 +54,8 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         ),
         shutdown=ShutdownCoordinator(resolved.shutdown_grace_seconds),
     )
-    app.include_router(router)
+    for router in ROUTERS:
+        app.include_router(router)
     # Middleware added later wraps what was added before: errors are rendered inside CORS, so
     # a 500 carries the CORS headers too.
     install_error_handlers(app)
