@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 
 from service.app import create_app
+from service.runtime import runtime_of
 from service.settings import Settings
 from tests.fake_upstream import FakeUpstream
 
@@ -79,15 +80,7 @@ class RunningService:
     def begin_shutdown(self) -> None:
         """What SIGTERM does to `python -m service`, on the server's own loop."""
         app: Any = self._server.config.app
-        loop = app.state.shutdown._loop
-        done = threading.Event()
-
-        def begin() -> None:
-            app.state.shutdown.begin()
-            done.set()
-
-        loop.call_soon_threadsafe(begin)
-        done.wait(5)
+        runtime_of(app).shutdown.begin()  # safe from any thread
 
     def wait_for_summaries(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         end = time.monotonic() + timeout
