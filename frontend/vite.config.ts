@@ -24,6 +24,8 @@ export default defineConfig(({ mode }) => {
       // Pure modules run in node; component tests opt into a DOM with a file comment.
       environment: "node",
       include: ["src/**/*.test.{ts,tsx}"],
+      // Tests against a running service: vitest.live.config.ts, run by tests/test_frontend_browser.py.
+      exclude: ["src/**/*.live.test.ts", "node_modules/**"],
       restoreMocks: true,
     },
   };

@@ -48,11 +48,16 @@ export function App({ fetch: fetchImpl = browserFetch }: { fetch?: typeof fetch 
   const keyInput = useRef<HTMLInputElement>(null);
   const model = useModelName(fetchImpl);
 
+  const [keyRequests, setKeyRequests] = useState(0);
   const onNeedsKey = useCallback(() => {
     setAskKey(true);
-    // Focus after the field is shown.
-    setTimeout(() => keyInput.current?.focus(), 0);
+    setKeyRequests((count) => count + 1);
   }, []);
+  // In an effect of its own, so it runs after the field is shown and after the message box
+  // took the focus back at the end of the request.
+  useEffect(() => {
+    if (keyRequests > 0) keyInput.current?.focus();
+  }, [keyRequests]);
 
   const choose = (next: Mode) => {
     setMode(next);
