@@ -116,6 +116,19 @@ describe("the useChat path (POST /api/chat, UI message stream)", () => {
     expect(screen.getByRole("button", { name: "Send" })).toBeTruthy();
   });
 
+  it("switching to the fetch path stops the answer being streamed", async () => {
+    const service = fakeService();
+    render(<App fetch={service.fetch} />);
+    const user = await ask("Long answer");
+    const response = await service.nextResponse();
+    response.write(ui.chunk({ type: "start", messageId: "m" }) + ui.chunk({ type: "text-start", id: "t" }));
+    response.write(ui.chunk({ type: "text-delta", id: "t", delta: "Part" }));
+    await waitFor(() => expect(lastAnswer().textContent).toContain("Part"));
+    await user.click(screen.getByRole("radio", { name: "fetch" }));
+    await waitFor(() => expect(response.request.signal?.aborted).toBe(true));
+    expect(window.location.search).toBe("");
+  });
+
   it("shows the service's HTTP error and retries with regenerate()", async () => {
     let calls = 0;
     const service = fakeService(() =>

@@ -79,6 +79,11 @@ export function UseChatPanel({
     void stop();
   }, [messages, stop]);
 
+  // Leaving the panel (switching paths) stops its answer, and so the generation.
+  const stopRef = useRef(stop);
+  stopRef.current = stop;
+  useEffect(() => () => void stopRef.current(), []);
+
   const retry = useCallback(() => {
     setStoppedEarly(false);
     void regenerate();

@@ -86,6 +86,19 @@ describe("the fetch path (POST /api/chat/stream)", () => {
     ]);
   });
 
+  it("switching to the useChat path stops the answer being streamed", async () => {
+    const service = fakeService();
+    render(<App fetch={service.fetch} />);
+    const user = await ask("Long answer");
+    const response = await service.nextResponse();
+    response.write(sse.delta("Part"));
+    await waitFor(() => expect(lastAnswer().textContent).toContain("Part"));
+    await user.click(screen.getByRole("radio", { name: "useChat" }));
+    await waitFor(() => expect(response.request.signal?.aborted).toBe(true));
+    expect(response.closedByClient).toBe(true);
+    expect(window.location.search).toBe("?mode=usechat");
+  });
+
   it("Esc stops too, before the first token: the question goes back into the box", async () => {
     const service = fakeService();
     render(<App fetch={service.fetch} />);

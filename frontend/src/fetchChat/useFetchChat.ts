@@ -4,12 +4,13 @@
  * - Every request carries the whole history. A stopped or failed answer keeps its partial text in
  *   the history; a turn that produced no text at all is left out (so roles still alternate), and
  *   its question goes back into the message box.
- * - Stop aborts the fetch: the connection closes and the service cancels the generation.
+ * - Stop aborts the fetch: the connection closes and the service cancels the generation. So does
+ *   unmounting (switching to the other path).
  * - Streamed text reaches React at most once per animation frame, so a fast stream does not
  *   re-render Markdown for every token.
  * - Metrics: while streaming, the browser's own TTFT and rate; at the `end` event, the service's.
  */
-import { useCallback, useRef, useState } from "react";
+import { useCallback, useEffect, useRef, useState } from "react";
 import {
   ChatStreamError,
   isAbortError,
@@ -178,6 +179,8 @@ export function useFetchChat(options: FetchChatOptions) {
   }, [run]);
 
   const stop = useCallback(() => controller.current?.abort(), []);
+  // Leaving the chat (switching paths, closing the view) stops its answer, and so the generation.
+  useEffect(() => () => controller.current?.abort(), []);
 
   return { turns, busy, draft, send, retry, stop };
 }
