@@ -2,7 +2,8 @@
  * The same chat through the Vercel AI SDK: `useChat` from `@ai-sdk/react` with
  * `DefaultChatTransport` posting to `/api/chat`, which answers in the UI message stream
  * protocol (header `x-vercel-ai-ui-message-stream: v1`). Stop calls `useChat`'s `stop()`, which
- * aborts the fetch and so the generation; Retry calls `regenerate()`.
+ * aborts the fetch and so the generation; Retry calls `regenerate()`. Unmounting the panel
+ * (switching paths) stops too: `useChat` stops the chat it created when it unmounts.
  */
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport, type UIMessage } from "ai";
@@ -78,11 +79,6 @@ export function UseChatPanel({
     if (messages.at(-1)?.role === "user") setStoppedEarly(true);
     void stop();
   }, [messages, stop]);
-
-  // Leaving the panel (switching paths) stops its answer, and so the generation.
-  const stopRef = useRef(stop);
-  stopRef.current = stop;
-  useEffect(() => () => void stopRef.current(), []);
 
   const retry = useCallback(() => {
     setStoppedEarly(false);
