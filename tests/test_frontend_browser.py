@@ -183,6 +183,7 @@ def test_stop_cancels_the_upstream_and_keeps_the_partial_answer(
     assert not upstream.exchanges[0].completed
     expect(answer).to_have_attribute("data-state", "stopped")
     expect(answer).to_contain_text("Stopped.")
+    expect(answer.get_by_test_id("metrics")).to_contain_text("TTFT")  # the browser's own
     expect(page.get_by_role("button", name="Send")).to_be_visible()
     save_screenshot(page, f"frontend-{mode}-stopped")
     partial = answer.locator(".markdown").text_content() or ""

@@ -114,6 +114,10 @@ describe("the useChat path (POST /api/chat, UI message stream)", () => {
     expect(response.closedByClient).toBe(true);
     expect(lastAnswer().textContent).toContain("Stopped.");
     expect(screen.getByRole("button", { name: "Send" })).toBeTruthy();
+    // No finish chunk, so no figures from the service: the browser's own time to first text.
+    const metrics = within(lastAnswer()).getByTestId("metrics");
+    expect(metrics.dataset.final).toBeUndefined();
+    expect(metrics.textContent).toMatch(/^TTFT \d+ ms$/);
   });
 
   it("switching to the fetch path stops the answer being streamed", async () => {

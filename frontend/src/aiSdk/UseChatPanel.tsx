@@ -49,6 +49,10 @@ export function UseChatPanel({
   const [endings, setEndings] = useState<Record<string, Ending>>({});
   const [stoppedEarly, setStoppedEarly] = useState(false); // Stop before any answer arrived
   const [draft, setDraft] = useState<{ text: string }>();
+  // The browser's own time to first text per answer: the service's figures come only with the
+  // `finish` chunk, which a stopped answer never gets.
+  const sentAt = useRef(0);
+  const [firstTextMs, setFirstTextMs] = useState<Record<string, number>>({});
   const { messages, sendMessage, status, error, stop, regenerate, setMessages } = useChat({
     transport,
     onFinish: ({ message, isAbort, finishReason }) =>
@@ -67,6 +71,7 @@ export function UseChatPanel({
 
   const send = useCallback(
     (text: string) => {
+      sentAt.current = performance.now();
       setStoppedEarly(false);
       // A question that got no answer at all is left out of the history (roles alternate).
       if (messages.at(-1)?.role === "user") setMessages(messages.slice(0, -1));
@@ -81,6 +86,7 @@ export function UseChatPanel({
   }, [messages, stop]);
 
   const retry = useCallback(() => {
+    sentAt.current = performance.now();
     setStoppedEarly(false);
     void regenerate();
   }, [regenerate]);
@@ -90,6 +96,13 @@ export function UseChatPanel({
   useEffect(() => {
     if (unanswered) setDraft({ text: textOf(unanswered, "text") });
   }, [unanswered]);
+
+  const streamingId = busy && last?.role === "assistant" && textOf(last, "text") ? last.id : undefined;
+  useEffect(() => {
+    if (streamingId && !(streamingId in firstTextMs)) {
+      setFirstTextMs((current) => ({ ...current, [streamingId]: performance.now() - sentAt.current }));
+    }
+  }, [streamingId, firstTextMs]);
 
   const answerFor = (message: UIMessage, isLast: boolean): Answer => {
     const text = textOf(message, "text");
@@ -104,7 +117,17 @@ export function UseChatPanel({
       reasoning: textOf(message, "reasoning"),
       state,
       finishReason: ending?.finishReason,
-      metrics: metricsFromMetadata(message.metadata),
+      metrics:
+        metricsFromMetadata(message.metadata) ??
+        (message.id in firstTextMs
+          ? {
+              ttftMs: firstTextMs[message.id] ?? null,
+              tokensPerSecond: null,
+              outputTokens: null,
+              promptTokens: null,
+              fromService: false,
+            }
+          : undefined),
       error: isLast ? failure : undefined,
     };
   };

@@ -18,7 +18,9 @@ export function MetricsLine({ metrics }: { metrics: AnswerMetrics }) {
       title={metrics.fromService ? "measured by the service" : "measured in the browser"}
     >
       <span>TTFT {ms(metrics.ttftMs)}</span>
-      <span>{rate(metrics.tokensPerSecond)}</span>
+      {(metrics.tokensPerSecond != null || metrics.outputTokens != null) && (
+        <span>{rate(metrics.tokensPerSecond)}</span>
+      )}
       {tokens.length > 0 && <span>{tokens.join(" · ")}</span>}
     </div>
   );
