@@ -24,8 +24,8 @@ run: $(VENV)/.run-installed
 	$(BIN)/python -m service
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service testkit tests bench
+	$(BIN)/ruff format --check service testkit tests bench
 	$(BIN)/mypy
 
 # The Docker files are checked without a Docker engine: compose's own parser and hadolint.

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, make_settings, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.services import TEST_KEY, RunningService, ServiceFactory, make_settings
+from testkit.sse_client import stream_chat
 
 KEYS = "first-service-key,second-service-key"
 

@@ -10,11 +10,10 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, Response, expect
 
-from tests.browser import browser_fixture, page_fixture, save_screenshot
-from tests.conftest import FIXTURES, TEST_KEY, RunningService, ServiceFactory
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.browser import save_screenshot
+from testkit.fake_upstream import RECORDINGS, FakeUpstream, Reply, answer_pieces
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
 
-__all__ = ["browser_fixture", "page_fixture"]  # the `browser` and `page` fixtures
 pytestmark = pytest.mark.timeout(30)
 
 STORY = [f"word{i} " for i in range(40)]
@@ -110,7 +109,7 @@ def test_http_error_and_in_band_error_are_shown_in_the_answer(
 ) -> None:
     upstream.queue(
         Reply(status=429, headers={"retry-after": "7"}, body=b'{"error":{"message":"slow down"}}'),
-        Reply(pieces=[(FIXTURES / "midstream_error_stream.sse").read_bytes()]),
+        Reply(pieces=[(RECORDINGS / "midstream_error_stream.sse").read_bytes()]),
     )
     open_chat(page, service)
     page.locator("#prompt").fill("Hello")

@@ -7,14 +7,13 @@ a few milliseconds.
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.raw_client import open_stream, read_until
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
 
 
 @pytest.fixture(params=["aiohttp", "httpx2"])
@@ -25,34 +24,6 @@ def upstream_http_client(request: pytest.FixtureRequest) -> str:
 
 
 CLOSE_BOUND_SECONDS = 1.0
-
-
-def open_stream(
-    service: RunningService, body: dict[str, object], receive_buffer: int | None = None
-) -> socket.socket:
-    host, port = service.host_port
-    sock = socket.socket()
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.connect((host, port))
-    payload = json.dumps(body).encode()
-    sock.sendall(
-        b"POST /api/chat/stream HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        + b"Content-Length: %d\r\n\r\n" % len(payload)
-        + payload
-    )
-    return sock
-
-
-def read_until(sock: socket.socket, marker: bytes, count: int, timeout: float = 10) -> bytes:
-    sock.settimeout(timeout)
-    received = b""
-    while received.count(marker) < count:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += chunk
-    return received
 
 
 def assert_upstream_closed_promptly(upstream: FakeUpstream, closed_at: float) -> None:
@@ -74,7 +45,7 @@ def test_disconnect_before_upstream_answers(
     service: RunningService, upstream: FakeUpstream
 ) -> None:
     upstream.queue(Reply(delay_before_headers=30, pieces=answer_pieces(["never"])))
-    sock = open_stream(service, {"prompt": "hi"})
+    sock = open_stream(service.host_port, {"prompt": "hi"})
     assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
     time.sleep(0.2)
     closed_at = time.monotonic()
@@ -93,7 +64,7 @@ def test_disconnect_during_retry_backoff_makes_no_new_request(
     upstream.default_reply = Reply(
         status=503, headers={"retry-after": "2"}, body=b'{"error":{"message":"busy"}}'
     )
-    sock = open_stream(running, {"prompt": "hi"})
+    sock = open_stream(running.host_port, {"prompt": "hi"})
     assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
     time.sleep(0.3)
     sock.close()
@@ -105,7 +76,7 @@ def test_disconnect_during_retry_backoff_makes_no_new_request(
 def test_disconnect_mid_stream(service: RunningService, upstream: FakeUpstream) -> None:
     tokens = [f" t{i}" for i in range(200)]
     upstream.queue(Reply(pieces=answer_pieces(tokens), pause=0.02))
-    sock = open_stream(service, {"prompt": "hi"})
+    sock = open_stream(service.host_port, {"prompt": "hi"})
     read_until(sock, b'"type":"delta"', 3)
     closed_at = time.monotonic()
     sock.close()
@@ -123,7 +94,7 @@ def test_disconnect_while_client_stalled(service: RunningService, upstream: Fake
     # Far more than loopback socket buffers hold (the same bytes object, so no memory cost).
     pieces = [chunk_event(content="x" * 2000)] * 50_000
     upstream.queue(Reply(pieces=pieces))
-    sock = open_stream(service, {"prompt": "hi"}, receive_buffer=4096)
+    sock = open_stream(service.host_port, {"prompt": "hi"}, receive_buffer=4096)
     read_until(sock, b'"type":"delta"', 1)
     time.sleep(1.0)  # stop reading: socket buffers fill and the service's send blocks
     assert not upstream.exchanges[0].completed

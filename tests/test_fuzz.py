@@ -16,7 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from service.settings import Settings
-from tests.conftest import RunningService, start_service, stop_service
+from testkit.services import RunningService, start_service, stop_service
 
 EXAMPLES_PER_OPERATION = 60
 FUZZ_KEY = "fuzz-service-key"

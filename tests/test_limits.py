@@ -9,9 +9,10 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.test_cancellation import open_stream
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.raw_client import open_stream
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import stream_chat
 
 
 @pytest.fixture
@@ -37,8 +38,8 @@ def test_concurrency_limit_and_slots_given_back(
 ) -> None:
     slow = Reply(pieces=answer_pieces([" w"] * 100), pause=0.1)
     upstream.queue(slow, slow)
-    first = open_stream(limited, {"prompt": "a"})
-    second = open_stream(limited, {"prompt": "b"})
+    first = open_stream(limited.host_port, {"prompt": "a"})
+    second = open_stream(limited.host_port, {"prompt": "b"})
     assert upstream.wait_for(lambda: len(upstream.exchanges) == 2)
 
     refused = post(limited, {"prompt": "c"})
@@ -58,7 +59,8 @@ def test_concurrency_limit_and_slots_given_back(
     upstream.queue(Reply(pieces=answer_pieces([" ok"])))
     assert post(limited, {"prompt": "e"}).status_code == 200
     upstream.queue(slow)
-    third = open_stream(limited, {"prompt": "f"})  # with `second`, the limit is reached again
+    # With `second`, the limit is reached again.
+    third = open_stream(limited.host_port, {"prompt": "f"})
     assert upstream.wait_for(lambda: len(upstream.exchanges) == 5)
     assert post(limited, {"prompt": "g"}).status_code == 429
     second.close()

@@ -12,8 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, SSEEvent, read_events, start_service_process
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.service_process import start_service_process
+from testkit.services import TEST_KEY, RunningService
+from testkit.sse_client import SSEEvent, read_events
 
 GRACE_SECONDS = 2.0
 
@@ -49,8 +51,11 @@ def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
                 # so each prompt gets its own reply.
                 upstream.queue(replies[prompt.split("-")[0]])
                 futures[prompt] = pool.submit(consume, base_url, prompt)
-                count = len(futures)
-                assert upstream.wait_for(lambda count=count: len(upstream.exchanges) == count)
+
+                def reached(count: int = len(futures)) -> bool:
+                    return len(upstream.exchanges) == count
+
+                assert upstream.wait_for(reached)
             time.sleep(0.3)
             signalled_at = time.monotonic()
             process.send_signal(signal.SIGTERM)

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, answer_text, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import answer_text, stream_chat
 
 
 @pytest.fixture
