@@ -8,9 +8,9 @@ stopping the service is `testkit.service_process`, which the tests use too.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit
 
 from bench.upstream_server import UpstreamProcess
+from testkit.ports import port_of
 from testkit.service_process import start_service_process, stop_process
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -35,9 +35,7 @@ class ServiceProcess:
             LOG_LEVEL="warning",
             UPSTREAM_MAX_RETRIES="0",
         )
-        port = urlsplit(base_url).port
-        assert port is not None
-        self.port = port
+        self.port = port_of(base_url)
 
     def stop(self) -> None:
         stop_process(self.process)

@@ -86,6 +86,10 @@ class FakeUpstream:
         """`testkit.waiting.wait_until`: for conditions on what this upstream recorded."""
         return wait_until(condition, timeout)
 
+    def wait_for_exchanges(self, count: int, timeout: float = 5.0) -> bool:
+        """Until exactly `count` requests have been recorded."""
+        return self.wait_for(lambda: len(self.exchanges) == count, timeout)
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -211,6 +215,8 @@ class FakeUpstream:
             if not closed.done():
                 closed.cancel()
                 await asyncio.wait((closed,))
+            if not closed.cancelled():
+                closed.exception()  # retrieved: a reset connection is one way a client leaves
 
 
 async def _drain(writer: asyncio.StreamWriter, exchange: Exchange) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
 from testkit.waiting import wait_until
 
@@ -17,6 +18,14 @@ def free_port() -> int:
         probe.bind((LOOPBACK, 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def port_of(url: str) -> int:
+    """The port of an `http://host:port` URL (which must name it)."""
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"no port in {url!r}")
+    return port
 
 
 def accepts_connections(port: int) -> bool:

@@ -4,6 +4,7 @@ parser, so the service's framing is checked by code that is not the service's)."
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,15 @@ class SSEEvent:
         return json.loads(self.data)
 
 
+def iter_events(response: httpx.Response) -> Iterator[SSEEvent]:
+    """Each event as soon as it has arrived (the response must be streamed)."""
+    for event in EventSource(response).iter_sse():
+        yield SSEEvent(event.event, event.data, event.id)
+
+
 def read_events(response: httpx.Response) -> list[SSEEvent]:
     """Parse a whole SSE body."""
-    return [SSEEvent(e.event, e.data, e.id) for e in EventSource(response).iter_sse()]
+    return list(iter_events(response))
 
 
 def stream_chat(

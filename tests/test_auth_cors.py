@@ -84,7 +84,7 @@ def test_per_key_limit(guarded: RunningService, upstream: FakeUpstream) -> None:
         b"POST /api/chat/stream HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer first-service-key\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
     )
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
+    assert upstream.wait_for_exchanges(1)
     same_key = httpx.post(
         guarded.base_url + "/api/chat/stream",
         json={"prompt": "b"},

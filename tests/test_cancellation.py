@@ -24,6 +24,9 @@ def upstream_http_client(request: pytest.FixtureRequest) -> str:
 
 
 CLOSE_BOUND_SECONDS = 1.0
+# How long the upstream must have been held back without a break before the client counts as
+# stalled (a passing slowness of the service holds it back for a moment only).
+STALL_SECONDS = 0.5
 
 
 def assert_upstream_closed_promptly(upstream: FakeUpstream, closed_at: float) -> None:
@@ -46,8 +49,8 @@ def test_disconnect_before_upstream_answers(
 ) -> None:
     upstream.queue(Reply(delay_before_headers=30, pieces=answer_pieces(["never"])))
     sock = open_stream(service.host_port, {"prompt": "hi"})
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
-    time.sleep(0.2)
+    # The request reached the upstream: the service is waiting for its headers.
+    assert upstream.wait_for_exchanges(1)
     closed_at = time.monotonic()
     sock.close()
     assert_upstream_closed_promptly(upstream, closed_at)
@@ -61,16 +64,19 @@ def test_disconnect_during_retry_backoff_makes_no_new_request(
         openai_api_key=TEST_KEY, openai_base_url=upstream.base_url, upstream_max_retries=3
     )
     # The SDK honours Retry-After: it will sleep 2 s before retrying.
+    retry_after = 2.0
     upstream.default_reply = Reply(
         status=503, headers={"retry-after": "2"}, body=b'{"error":{"message":"busy"}}'
     )
     sock = open_stream(running.host_port, {"prompt": "hi"})
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
-    time.sleep(0.3)
+    # The whole 503 went out: the SDK is reading it or already waiting to retry.
+    assert upstream.wait_for(lambda: upstream.exchanges and upstream.exchanges[0].completed)
     sock.close()
-    time.sleep(3.0)
-    assert len(upstream.exchanges) == 1
     assert_cancelled(running)
+    # A retry would arrive `retry_after` after the 503; watch until well past that.
+    retry_due = upstream.exchanges[0].received_at + retry_after
+    window = retry_due + 1.0 - time.monotonic()
+    assert not upstream.wait_for(lambda: len(upstream.exchanges) > 1, timeout=window)
 
 
 def test_disconnect_mid_stream(service: RunningService, upstream: FakeUpstream) -> None:
@@ -86,8 +92,7 @@ def test_disconnect_mid_stream(service: RunningService, upstream: FakeUpstream) 
     assert isinstance(delivered, int)
     assert 3 <= delivered < 200
     assert summary["output_tokens"] == delivered
-    time.sleep(0.2)
-    assert len(upstream.exchanges) == 1
+    assert not upstream.wait_for(lambda: len(upstream.exchanges) > 1, timeout=0.5)
 
 
 def test_disconnect_while_client_stalled(service: RunningService, upstream: FakeUpstream) -> None:
@@ -96,8 +101,11 @@ def test_disconnect_while_client_stalled(service: RunningService, upstream: Fake
     upstream.queue(Reply(pieces=pieces))
     sock = open_stream(service.host_port, {"prompt": "hi"}, receive_buffer=4096)
     read_until(sock, b'"type":"delta"', 1)
-    time.sleep(1.0)  # stop reading: socket buffers fill and the service's send blocks
-    assert not upstream.exchanges[0].completed
+    # Stop reading: socket buffers fill, the service's send blocks, it stops reading the
+    # upstream, and so the upstream's writes are held back, without a break.
+    exchange = upstream.exchanges[0]
+    assert upstream.wait_for(lambda: exchange.held_back_seconds() > STALL_SECONDS, timeout=20)
+    assert not exchange.completed
     closed_at = time.monotonic()
     sock.close()
     assert_upstream_closed_promptly(upstream, closed_at)

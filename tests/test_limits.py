@@ -4,7 +4,6 @@ size and spend bounds (422 naming the limit)."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -40,7 +39,7 @@ def test_concurrency_limit_and_slots_given_back(
     upstream.queue(slow, slow)
     first = open_stream(limited.host_port, {"prompt": "a"})
     second = open_stream(limited.host_port, {"prompt": "b"})
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 2)
+    assert upstream.wait_for_exchanges(2)
 
     refused = post(limited, {"prompt": "c"})
     assert refused.status_code == 429
@@ -49,10 +48,10 @@ def test_concurrency_limit_and_slots_given_back(
     assert "2 concurrent streams" in refused.json()["error"]["message"]
     assert len(upstream.exchanges) == 2
 
-    # A cancelled stream gives its slot back...
+    # A cancelled stream gives its slot back (before its summary is logged)...
     first.close()
     assert upstream.wait_for(lambda: any(e.disconnected_at for e in upstream.exchanges))
-    time.sleep(0.1)
+    assert [s["outcome"] for s in limited.wait_for_summaries(1)] == ["cancelled"]
     # ...and so does a stream that fails: each of these takes the one free slot in turn.
     upstream.queue(Reply(status=500, body=b'{"error":{"message":"x"}}'))
     assert post(limited, {"prompt": "d"}).status_code == 502
@@ -61,7 +60,7 @@ def test_concurrency_limit_and_slots_given_back(
     upstream.queue(slow)
     # With `second`, the limit is reached again.
     third = open_stream(limited.host_port, {"prompt": "f"})
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 5)
+    assert upstream.wait_for_exchanges(5)
     assert post(limited, {"prompt": "g"}).status_code == 429
     second.close()
     third.close()
