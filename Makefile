@@ -45,6 +45,11 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check service testkit tests bench
 	$(BIN)/mypy
 
+# Before each commit, well under a minute: lint, types, and the tests that start no server
+# (pytest marks the others `server`, see tests/conftest.py). `make test` runs everything.
+check: lint
+	$(BIN)/pytest -q -m "not server"
+
 # The Docker files are checked without a Docker engine: compose's own parser and hadolint.
 check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet

@@ -25,6 +25,19 @@ from testkit.services import (
     stop_service,
 )
 
+# Fixtures that start a server, in a thread or a process. A test using any of them (directly or
+# through another fixture) is marked `server`, and `make check` leaves it out; a test that
+# starts one by itself carries the mark in its module.
+SERVER_FIXTURES = frozenset(
+    {"upstream", "service", "service_factory", "nginx_factory", "browser", "page"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
+
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:

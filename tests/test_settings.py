@@ -57,6 +57,7 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.model_name == "llama3"
 
 
+@pytest.mark.server
 @pytest.mark.parametrize(
     ("environment", "named"),
     [
@@ -74,6 +75,7 @@ def test_misconfiguration_fails_at_start_naming_the_variable(
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.server
 def test_misconfiguration_never_prints_a_key(tmp_path: Path) -> None:
     result = run_service_until_exit(tmp_path, AZURE_OPENAI_API_KEY=TEST_KEY)
     assert result.returncode == 2
@@ -81,6 +83,7 @@ def test_misconfiguration_never_prints_a_key(tmp_path: Path) -> None:
     assert TEST_KEY not in result.stderr + result.stdout
 
 
+@pytest.mark.server
 def test_python_m_service_streams_the_demo_answer_with_no_key(tmp_path: Path) -> None:
     process, base = start_service_process(
         tmp_path, DEMO_TOKENS_PER_SECOND="500", DEMO_FIRST_TOKEN_DELAY_SECONDS="0"
