@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.runtime import runtime_of
 from service.settings import Settings
 from testkit.waiting import wait_until
 
@@ -61,31 +62,15 @@ class RunningService:
         return host, int(port)
 
     def begin_shutdown(self) -> None:
-        """What SIGTERM does to `python -m service`, on the server's own loop; returns once
-        the service is draining."""
+        """What SIGTERM does to `python -m service`: the service is draining on return."""
         app = self._server.config.app
         assert isinstance(app, FastAPI)
-        _begin_shutdown(app)
+        runtime_of(app).shutdown.begin()  # safe from any thread
 
     def wait_for_summaries(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """The stream summaries logged so far, once there are `count` (or after `timeout`)."""
         wait_until(lambda: len(self.log.summaries) >= count, timeout)
         return self.log.summaries
-
-
-def _begin_shutdown(app: FastAPI) -> None:
-    """The one place that reaches into the app's shutdown wiring (ahead of a public way to
-    begin a shutdown on the app's loop, issue 7)."""
-    coordinator = app.state.shutdown
-    done = threading.Event()
-
-    def begin() -> None:
-        coordinator.begin()
-        done.set()
-
-    coordinator._loop.call_soon_threadsafe(begin)
-    if not done.wait(5):
-        raise RuntimeError("the service's loop did not begin the shutdown")
 
 
 def start_service(settings: Settings, http: str = "httptools") -> RunningService:
