@@ -23,12 +23,11 @@ from typing import Any
 import pytest
 from playwright.sync_api import Locator, Page, expect
 
-from tests.browser import browser_fixture, page_fixture, save_screenshot
-from tests.conftest import FIXTURES, TEST_KEY, RunningService, ServiceFactory
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, error_body
-from tests.nginx_proxy import NginxFactory, nginx_factory
+from testkit.browser import save_screenshot
+from testkit.fake_upstream import RECORDINGS, FakeUpstream, Reply, answer_pieces, error_body
+from testkit.nginx import NginxFactory
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
 
-__all__ = ["browser_fixture", "nginx_factory", "page_fixture"]  # fixtures pytest must find here
 pytestmark = pytest.mark.timeout(40)
 
 FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
@@ -215,7 +214,7 @@ def test_errors_show_their_message_and_a_retry_recovers(
         Reply(status=503, body=error_body("overloaded", "server_error")),
         Reply(pieces=answer_pieces(["Back", " again."]), pause=0.01),
         # After the first token: the error arrives in-band; the partial text stays.
-        Reply(pieces=[(FIXTURES / "midstream_error_stream.sse").read_bytes()]),
+        Reply(pieces=[(RECORDINGS / "midstream_error_stream.sse").read_bytes()]),
     )
     open_app(page, app_url, mode)
     send(page, "A very long question")

@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningService, answer_text, read_events, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
+from testkit.services import RunningService
+from testkit.sse_client import answer_text, read_events, stream_chat
 
 TOKENS = [" Hello", ",", ' "world"', "\n", " 😀"]
 
