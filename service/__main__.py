@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.logging_config import configure_logging
+from service.runtime import runtime_of
 from service.server import uvicorn_config
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
@@ -45,7 +46,7 @@ def main() -> None:
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
     app = create_app(settings)
-    GracefulServer(uvicorn_config(app, settings), app.state.shutdown).run()
+    GracefulServer(uvicorn_config(app, settings), runtime_of(app).shutdown).run()
 
 
 if __name__ == "__main__":

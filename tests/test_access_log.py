@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import start_service_process, stop_service_process
+from testkit.service_process import start_service_process, stop_and_collect
 
 PROMPT = "PROMPT-that-must-not-be-logged"
 URL_KEY = "sk-URLKEY-that-must-not-be-logged"
@@ -20,6 +21,7 @@ def json_lines(stderr: str, logger: str) -> list[dict[str, Any]]:
     return [entry for entry in entries if entry["logger"] == logger]
 
 
+@pytest.mark.server
 def test_requests_are_logged_as_json_without_their_query(tmp_path: Path) -> None:
     process, base_url = start_service_process(
         tmp_path, DEMO_TOKENS_PER_SECOND="1000", DEMO_FIRST_TOKEN_DELAY_SECONDS="0"
@@ -30,7 +32,7 @@ def test_requests_are_logged_as_json_without_their_query(tmp_path: Path) -> None
             refused = client.post(f"/api/chat/stream?api_key={URL_KEY}", json={"prompt": "hi"})
             missing = client.get(f"/nope?token={URL_KEY}")
     finally:
-        stdout, stderr = stop_service_process(process)
+        stdout, stderr = stop_and_collect(process)
     assert (streamed.status_code, refused.status_code, missing.status_code) == (200, 422, 404)
     for output in (stdout, stderr):
         assert PROMPT not in output

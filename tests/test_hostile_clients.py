@@ -17,15 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import (
-    TEST_KEY,
-    RunningService,
-    ServiceFactory,
-    start_service_process,
-    stop_service_process,
-)
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
-from tests.test_cancellation import open_stream, read_until
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.raw_client import open_stream, read_until
+from testkit.service_process import start_service_process, stop_and_collect
+from testkit.services import TEST_KEY, RunningService
 
 
 @dataclass(frozen=True)
@@ -153,6 +148,7 @@ def vm_high_water_mark_kb(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@pytest.mark.server
 def test_ten_concurrent_50_mb_heads_and_trailers_leave_memory_bounded(tmp_path: Path) -> None:
     # Issue #11: RSS went from 80 to 452 MB. Measured with the limits: +1 MB.
     process, base_url = start_service_process(tmp_path)
@@ -177,7 +173,7 @@ def test_ten_concurrent_50_mb_heads_and_trailers_leave_memory_bounded(tmp_path: 
         assert grown_mb < 30, grown_mb
         assert httpx.get(base_url + "/healthz").status_code == 200
     finally:
-        stop_service_process(process)
+        stop_and_collect(process)
 
 
 # -- slowloris -----------------------------------------------------------------------------
@@ -225,27 +221,36 @@ async def slow_client(host: str, port: int, kind: str) -> SlowClient:
 
 
 async def test_slowloris_connections_are_closed_in_time_and_streams_go_on(
-    upstream_service: ServiceFactory, upstream: FakeUpstream
+    upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    running = upstream_service(
-        request_head_timeout_seconds=HEAD_TIMEOUT,
-        request_body_timeout_seconds=BODY_TIMEOUT,
+    # `python -m service` in its own process: the 300 clients here must not share its GIL,
+    # or their own lag (a head written late) would read as the server's.
+    process, base_url = start_service_process(
+        tmp_path,
+        OPENAI_API_KEY=TEST_KEY,
+        OPENAI_BASE_URL=upstream.base_url,
+        UPSTREAM_MAX_RETRIES="0",
+        REQUEST_HEAD_TIMEOUT_SECONDS=str(HEAD_TIMEOUT),
+        REQUEST_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
     )
     tokens = [f" t{index}" for index in range(30)]
     upstream.queue(Reply(pieces=answer_pieces(tokens), pause=0.1))  # ~3 s, past both timeouts
-    host, port = running.host_port
+    host, port = Address.of(base_url).host_port
 
     async def normal_stream() -> str:
-        async with httpx.AsyncClient(base_url=running.base_url, timeout=30) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             response = await client.post(
                 "/api/chat/stream", params={"format": "text"}, json={"prompt": "hi"}
             )
             return response.text
 
-    attackers = [slow_client(host, port, kind) for kind in ("idle", "head", "body") * 100]
-    normal = asyncio.ensure_future(normal_stream())
-    slow = await asyncio.gather(*attackers)
-    answer = await normal
+    try:
+        attackers = [slow_client(host, port, kind) for kind in ("idle", "head", "body") * 100]
+        normal = asyncio.ensure_future(normal_stream())
+        slow = await asyncio.gather(*attackers)
+        answer = await normal
+    finally:
+        stop_and_collect(process)
     assert answer == "".join(tokens)
     for client in slow:
         assert (client.status, client.error_type) == (408, "request_timeout")
@@ -260,6 +265,7 @@ def open_descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
+@pytest.mark.server
 def test_clients_that_never_read_lose_their_socket_at_the_send_timeout(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
@@ -281,7 +287,7 @@ def test_clients_that_never_read_lose_their_socket_at_the_send_timeout(
         upstream.queue(*[Reply(pieces=huge) for _ in range(20)])
         peak = baseline
         for _ in range(20):
-            sock = open_stream(running, {"prompt": "hi"}, receive_buffer=4096)
+            sock = open_stream(running.host_port, {"prompt": "hi"}, receive_buffer=4096)
             read_until(sock, b'"type":"delta"', 1)  # then it reads nothing more, and stays
             stalled.append(sock)
             peak = max(peak, open_descriptors(process.pid))
@@ -301,6 +307,6 @@ def test_clients_that_never_read_lose_their_socket_at_the_send_timeout(
     finally:
         for sock in stalled:
             sock.close()
-        _, stderr = stop_service_process(process)
+        _, stderr = stop_and_collect(process)
     assert "client_send_timeout" in stderr
     assert "without completing response" not in stderr

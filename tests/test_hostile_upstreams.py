@@ -13,8 +13,7 @@ import httpx
 import pytest
 
 from service.chunking import MAX_PENDING_CHARS
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, answer_text, stream_chat
-from tests.fake_upstream import (
+from testkit.fake_upstream import (
     FakeUpstream,
     Reply,
     answer_pieces,
@@ -24,6 +23,8 @@ from tests.fake_upstream import (
     gzip_bomb,
     redirect,
 )
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import answer_text, stream_chat
 
 # A frozen loop answers /healthz after seconds (issue #11 measured 10.6 s for this bomb, 9.7 s
 # here before the fix); a free one within milliseconds: the slowest of ~300 probes over 18 runs
@@ -209,17 +210,14 @@ def test_chunks_without_content_count_as_silence(
     assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
 
 
-def test_word_chunking_cuts_a_huge_token_without_holding_the_loop(
+def test_word_chunking_cuts_a_huge_upstream_token(
     service: RunningService, upstream: FakeUpstream
 ) -> None:
     token = "QUJD" * 750_000  # 3 MB without a space, in one upstream event
     body = b"".join(answer_pieces([token]))
     upstream.queue(Reply(pieces=[body[i : i + 65536] for i in range(0, len(body), 65536)]))
-    with LoopProbe(service.base_url).running() as probe:
-        response, events = stream_chat(
-            service.base_url, {"prompt": "hi"}, params={"chunking": "word"}
-        )
-    assert probe.slowest < HEALTHZ_BOUND_SECONDS, probe.latencies
+    # Linear time is measured in CPU by test_chunking.py; here, the cut on the real server.
+    response, events = stream_chat(service.base_url, {"prompt": "hi"}, params={"chunking": "word"})
     assert response.status_code == 200
     payloads = [event.json() for event in events if event.data != "[DONE]"]
     deltas = [payload["content"] for payload in payloads if payload["type"] == "delta"]

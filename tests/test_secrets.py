@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import start_service_process, stop_service_process
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
+from testkit.service_process import start_service_process, stop_and_collect
 
 UPSTREAM_KEY = "sk-proj-SECRETupstream0123456789abcdef"
 SERVICE_KEY = "svc-SECRETservice0123456789"
@@ -58,7 +58,7 @@ def test_no_secret_in_anything_the_service_produced(upstream: FakeUpstream, tmp_
                 produced += [response.text, repr(response.headers)]
         assert len(upstream.exchanges) == len(replies)
     finally:
-        stdout, stderr = stop_service_process(process)
+        stdout, stderr = stop_and_collect(process)
     produced += [stdout, stderr]
     everything = "\n".join(produced)
     assert '"outcome": "error"' in stderr  # the run did produce the error logs scanned here

@@ -10,8 +10,8 @@ logged: an EventSource client's prompt (`?message=...`), or a key someone put in
 
 `path` is the ASGI `path` (no query string), `status` the status the service sent (null if the
 client left before any), `duration_ms` runs to the end of the response (the end of the stream),
-and `stream_id` ties a chat request to its stream summary (`service.metrics`); a route sets it
-as `request.state.stream_id`.
+and `stream_id` ties a chat request to its stream summary (`service.metrics`); the stream's
+opening sets it as `request.state.stream_id` (`service.streaming`).
 """
 
 from __future__ import annotations
@@ -48,10 +48,6 @@ class AccessLog:
 
         try:
             await self.app(scope, receive, send_and_note_status)
-        except Exception:
-            # The server error handler outside this middleware answers 500.
-            status = status or 500
-            raise
         finally:
             fields = {
                 "method": scope["method"],

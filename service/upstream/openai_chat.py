@@ -30,6 +30,7 @@ import anyio
 import httpx2
 import openai
 
+from service.domain import CompletionParams
 from service.errors import (
     ServiceError,
     UpstreamAuthFailed,
@@ -39,15 +40,21 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.events import Failed, Finished, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.events import (
+    Failed,
+    Finished,
+    ReasoningDelta,
+    TextDelta,
+    UpstreamEvent,
+    Usage,
+    UsageReported,
+)
 from service.settings import Settings
-from service.upstream.base import CompletionParams
-from service.upstream.redaction import redact
+from service.upstream.redaction import safe_message
 from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
 
 _DONE = b"[DONE]"
 _DRAIN_SECONDS = 0.1
-_MAX_MESSAGE_CHARS = 500
 _MAX_RETRY_AFTER_SECONDS = 3600
 
 logger = logging.getLogger("service.upstream")
@@ -70,7 +77,7 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
         if settings.upstream_http_client == "aiohttp"
         else openai.DefaultAsyncHttpxClient(**transport_options)
     )
-    if settings.provider == "azure":
+    if settings.provider == "azure":  # this module serves two entries of the provider table
         assert settings.azure_openai_endpoint
         assert settings.azure_openai_api_key
         return openai.AsyncAzureOpenAI(
@@ -92,6 +99,11 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
     )
 
 
+def build(settings: Settings) -> OpenAIChatUpstream:
+    """The provider table's constructor (`service.upstream.providers`)."""
+    return OpenAIChatUpstream(settings)
+
+
 class CompressedBody(openai.OpenAIError):
     """The upstream compressed its body although asked not to. An `OpenAIError`, so the SDK
     passes it on as it is instead of retrying it as a connection failure."""
@@ -110,14 +122,25 @@ async def _refuse_compressed(response: httpx2.Response) -> None:
 class OpenAIChatUpstream:
     """`ChatUpstream` over the OpenAI chat completions API (OpenAI, Azure, compatible servers)."""
 
+    is_demo = False
+
     def __init__(self, settings: Settings, client: openai.AsyncOpenAI | None = None) -> None:
         self.provider: str = settings.provider
+        self._default_model = settings.model_name
         self._client = client or build_client(settings)
         self._include_usage = settings.upstream_include_usage
         self._secrets = tuple(
             secret.get_secret_value()
             for secret in (settings.openai_api_key, settings.azure_openai_api_key)
             if secret is not None
+        )
+
+    def resolve_model(self, requested: str | None) -> str:
+        return requested or self._default_model
+
+    def startup_notice(self) -> tuple[int, str]:
+        return logging.INFO, (
+            f"streaming from {self.provider}, default model {self._default_model}"
         )
 
     async def aclose(self) -> None:
@@ -191,6 +214,11 @@ class OpenAIChatUpstream:
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
+                # vLLM and DeepSeek stream `reasoning_content`; newer vLLM and OpenRouter
+                # `reasoning`.
+                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    events.append(ReasoningDelta(thought))
                 text = delta.get("content") or delta.get("refusal")
                 if text and isinstance(text, str):
                     events.append(TextDelta(text))
@@ -225,23 +253,16 @@ class OpenAIChatUpstream:
                 "does not follow; check the upstream base URL (https, path)"
             )
         if 400 <= status < 500:
-            return UpstreamRejected(self._safe_message(error.body, fallback=error.message))
+            return UpstreamRejected(
+                safe_message(error.body, secrets=self._secrets, fallback=error.message)
+            )
         return UpstreamUnavailable(f"the upstream failed with status {status}")
 
     def _in_stream_error(self, body: object) -> ServiceError:
-        message = self._safe_message(body, fallback="the upstream reported an error")
+        message = safe_message(
+            body, secrets=self._secrets, fallback="the upstream reported an error"
+        )
         return UpstreamUnavailable(f"the upstream failed mid-stream: {message}")
-
-    def _safe_message(self, body: object, *, fallback: str) -> str:
-        """The upstream's reason, reduced to one short line with anything key-shaped removed."""
-        message: object = fallback
-        if isinstance(body, dict):
-            inner = body.get("error", body)
-            if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-                message = inner["message"]
-        # Redacted before it is shortened, so a secret cut in two is still found whole.
-        text = redact(" ".join(str(message).split()), self._secrets)
-        return text[:_MAX_MESSAGE_CHARS] or fallback
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
