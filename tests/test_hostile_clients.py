@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -69,6 +70,21 @@ def exchange(host_port: tuple[str, int], raw: bytes, timeout: float = 30) -> Ans
         sender.join(10)
     head, _, body = received.partition(b"\r\n\r\n")
     return Answer(int(head.split(b" ", 2)[1]) if head else 0, body, seconds)
+
+
+def start_upstream_process(
+    upstream: FakeUpstream, cwd: Path, **environment: str
+) -> tuple[subprocess.Popen[str], str]:
+    """`python -m service` on the fake upstream, no SDK retries, and `environment`."""
+    return start_service_process(
+        cwd,
+        http="httptools",
+        capture=True,
+        OPENAI_API_KEY=TEST_KEY,
+        OPENAI_BASE_URL=upstream.base_url,
+        UPSTREAM_MAX_RETRIES="0",
+        **environment,
+    )
 
 
 def get(path: bytes, *headers: bytes) -> bytes:
@@ -225,11 +241,9 @@ async def test_slowloris_connections_are_closed_in_time_and_streams_go_on(
 ) -> None:
     # `python -m service` in its own process: the 300 clients here must not share its GIL,
     # or their own lag (a head written late) would read as the server's.
-    process, base_url = start_service_process(
+    process, base_url = start_upstream_process(
+        upstream,
         tmp_path,
-        OPENAI_API_KEY=TEST_KEY,
-        OPENAI_BASE_URL=upstream.base_url,
-        UPSTREAM_MAX_RETRIES="0",
         REQUEST_HEAD_TIMEOUT_SECONDS=str(HEAD_TIMEOUT),
         REQUEST_BODY_TIMEOUT_SECONDS=str(BODY_TIMEOUT),
     )
@@ -269,13 +283,7 @@ def open_descriptors(pid: int) -> int:
 def test_clients_that_never_read_lose_their_socket_at_the_send_timeout(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:
-    process, base_url = start_service_process(
-        tmp_path,
-        OPENAI_API_KEY=TEST_KEY,
-        OPENAI_BASE_URL=upstream.base_url,
-        UPSTREAM_MAX_RETRIES="0",
-        SEND_TIMEOUT_SECONDS="1",
-    )
+    process, base_url = start_upstream_process(upstream, tmp_path, SEND_TIMEOUT_SECONDS="1")
     running = Address.of(base_url)
     stalled: list[socket.socket] = []
     try:
