@@ -8,6 +8,7 @@ parameters: `format` (else the `Accept` header decides) and `chunking`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -17,13 +18,16 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from service.chat import OpenedStream
 from service.domain import StreamRequest
+from service.error_responses import ErrorRenderer, error_response
 from service.errors import InvalidRequest, PayloadTooLarge, server_shutting_down
 from service.http.stream_response import ChatStreamResponse, StreamTiming
 from service.limits import check_request
 from service.outcomes import Delivery
 from service.runtime import Runtime, RuntimeDep
 from service.schemas import openapi_request_body, parse_chat_request, validate_chat_request
+from service.wire.base import Encoder
 from service.wire.formats import FORMATS
 from service.wire.negotiate import choose_format
 from service.wire.sse import is_finished_stream_id
@@ -154,16 +158,20 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(received)
 
 
-def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamResponse:
-    runtime = opening.runtime
-    settings = runtime.settings
-    check_request(chat_request, settings)
-    wire_format = FORMATS[choose_format(opening.format_name, opening.accept)]
-    # Taken last: every check that can refuse the request has passed.
-    slot = runtime.stream_limits.acquire(opening.caller)
-    opened = runtime.chat.open_stream(
-        chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
-    )
+def stream_response(
+    runtime: Runtime,
+    caller: str | None,
+    open_stream: Callable[[], OpenedStream],
+    make_encoder: Callable[[str], Encoder],
+    *,
+    render_error: ErrorRenderer = error_response,
+    headers: Mapping[str, str] | None = None,
+) -> ChatStreamResponse:
+    """The response for one stream of any endpoint family, once its request passed every check:
+    a stream slot is taken for it (429 when none is left) and given back however it ends, and
+    the stream is recorded then."""
+    slot = runtime.stream_limits.acquire(caller)
+    opened = open_stream()
     recorder = opened.recorder
 
     def on_finish(delivery: Delivery) -> None:
@@ -172,10 +180,27 @@ def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamRe
 
     return ChatStreamResponse(
         opened.events,
-        wire_format.make_encoder(settings, opened.stream_id),
-        timing=StreamTiming.from_settings(settings),
+        make_encoder(opened.stream_id),
+        timing=StreamTiming.from_settings(runtime.settings),
         on_finish=on_finish,
         cut_off=runtime.shutdown.grace_expired,
+        headers=headers,
+        render_error=render_error,
+    )
+
+
+def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamResponse:
+    runtime = opening.runtime
+    settings = runtime.settings
+    check_request(chat_request, settings)
+    wire_format = FORMATS[choose_format(opening.format_name, opening.accept)]
+    return stream_response(
+        runtime,
+        opening.caller,
+        lambda: runtime.chat.open_stream(
+            chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
+        ),
+        lambda stream_id: wire_format.make_encoder(settings, stream_id),
         headers={"Vary": "Accept"},
     )
 

@@ -37,7 +37,7 @@ def json_string(text: str) -> bytes:
         return encode_basestring_ascii(text).encode()
 
 
-def _object(fields: dict[str, Any]) -> bytes:
+def json_object(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -50,11 +50,11 @@ def event_payload(event: ResponseEvent) -> bytes:
     if type(event) is TextDelta:
         return delta_payload(event.text)
     if isinstance(event, StreamStarted):
-        return _object(
+        return json_object(
             {"type": "start", "content": "", "id": event.stream_id, "model": event.model}
         )
     if isinstance(event, StreamEnded):
-        return _object(
+        return json_object(
             {
                 "type": "end",
                 "content": "",
@@ -64,9 +64,9 @@ def event_payload(event: ResponseEvent) -> bytes:
             }
         )
     assert isinstance(event, StreamFailed)
-    return _object({"type": "error", "content": "", "error": event.error.as_dict()})
+    return json_object({"type": "error", "content": "", "error": event.error.as_dict()})
 
 
 def error_body(error_fields: dict[str, Any]) -> bytes:
     """The body of an HTTP error response: `{"error": {...}}`."""
-    return _object({"error": error_fields})
+    return json_object({"error": error_fields})
