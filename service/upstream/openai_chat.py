@@ -316,8 +316,9 @@ class OpenAIChatUpstream:
             )
         if status == 408:
             return UpstreamTimeout("the upstream timed out")
-        inner = error.body.get("error") if isinstance(error.body, dict) else None
-        if status == 404 and api == "responses" and not isinstance(inner, dict):
+        # The SDK hands over the body's `error` object (or the whole body when it has none).
+        inner = error.body.get("error", error.body) if isinstance(error.body, dict) else None
+        if status == 404 and api == "responses" and not _is_api_error(inner):
             # Not an API error about this request (an unknown model would say so): the server
             # has no such endpoint.
             return NotServedUpstream(self._responses_not_served)
@@ -383,6 +384,12 @@ def _transport_failure(error: BaseException) -> ServiceError:
     if timed_out:
         return UpstreamTimeout("the upstream did not answer in time")
     return UpstreamUnavailable("the upstream could not be reached or broke off")
+
+
+def _is_api_error(inner: object) -> bool:
+    """Whether an error body is an OpenAI-style API error (`{"message": "...", ...}`), which a
+    server sends about a request, rather than a bare 404 page."""
+    return isinstance(inner, dict) and isinstance(inner.get("message"), str)
 
 
 def _error_code(body: object) -> object:
