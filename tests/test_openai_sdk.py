@@ -29,6 +29,7 @@ from tests.openai_fakes import (
     responses_pieces,
     tool_call_pieces,
 )
+from tests.test_cancellation import assert_upstream_closed_promptly
 
 TOKENS = [" Hello", ",", " world", "!"]
 ANSWER = "".join(TOKENS)
@@ -374,11 +375,7 @@ def test_closing_the_stream_early_closes_the_upstream_sync(
                 break
         closed_at = time.monotonic()
         stream.close()
-    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
-    disconnected_at = upstream.exchanges[0].disconnected_at
-    assert disconnected_at is not None
-    assert disconnected_at - closed_at < 1.0
-    assert not upstream.exchanges[0].completed
+    assert_upstream_closed_promptly(upstream, closed_at)
     assert summary(service)["outcome"] == "cancelled"
 
 
@@ -395,10 +392,7 @@ async def test_closing_the_stream_early_closes_the_upstream_async(
                 break
         closed_at = time.monotonic()
         await stream.close()
-    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
-    disconnected_at = upstream.exchanges[0].disconnected_at
-    assert disconnected_at is not None
-    assert disconnected_at - closed_at < 1.0
+    assert_upstream_closed_promptly(upstream, closed_at)
     record = summary(service)
     assert record["outcome"] == "cancelled"
     assert record["endpoint"] == "/v1/responses"
@@ -503,55 +497,6 @@ def test_demo_model_serves_every_v1_route(service_factory: ServiceFactory) -> No
         assert events[-1].type == "response.completed"
         assert events[-1].response.output_text.startswith('You asked: "Hi".')
         assert [model.id for model in client.models.list()] == ["demo"]
-
-
-def test_azure_defaults_to_the_deployment_and_passes_filter_results(
-    service_factory: ServiceFactory, upstream: FakeUpstream
-) -> None:
-    from tests.conftest import FIXTURES
-
-    running = service_factory(
-        azure_openai_endpoint=upstream.base_url,
-        azure_openai_api_key=TEST_KEY,
-        azure_openai_deployment="gpt4o-prod",
-        upstream_max_retries=0,
-    )
-    azure_stream = (FIXTURES / "azure_chat_stream.sse").read_bytes()
-    upstream.queue(Reply(pieces=list(split_awkwardly(azure_stream))))
-    # No `model`: the SDKs always send one, but a plain HTTP client may not.
-    response = httpx.post(
-        running.base_url + "/v1/chat/completions",
-        json={"messages": MESSAGES, "stream": True},
-        timeout=30,
-    )
-    sent = upstream.exchanges[0]
-    assert sent.path == "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
-    assert sent.json()["model"] == "gpt4o-prod"
-    payloads = [
-        line.removeprefix("data: ")
-        for line in response.text.split("\n")
-        if line.startswith("data: ")
-    ]
-    assert payloads[-1] == "[DONE]"
-    chunks = [json.loads(payload) for payload in payloads[:-1]]
-    assert "prompt_filter_results" in chunks[0]
-    assert any(
-        choice.get("content_filter_results", {}).get("hate")
-        for chunk in chunks
-        for choice in chunk["choices"]
-    )
-    # Byte for byte: every upstream event but the usage chunk nobody asked for.
-    upstream_payloads = [
-        line.removeprefix(b"data: ")
-        for line in azure_stream.split(b"\n")
-        if line.startswith(b"data: ")
-    ]
-    expected = [
-        payload
-        for payload in upstream_payloads
-        if payload != b"[DONE]" and not (b'"usage"' in payload and b'"choices":[]' in payload)
-    ]
-    assert [payload.encode() for payload in payloads[:-1]] == expected
 
 
 def test_done_is_relayed_only_once(service: RunningService, upstream: FakeUpstream) -> None:
