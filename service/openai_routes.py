@@ -191,6 +191,7 @@ async def list_models(runtime: RuntimeDep, caller: CallerDep) -> JSONResponse:
             "description": "An OpenAI model",
             "content": {JSON_MEDIA_TYPE: {"schema": _MODEL_OBJECT}},
         },
+        400: _ERRORS[400],
         404: _ERRORS[404],
         **_MODEL_ERRORS,
     },
