@@ -33,16 +33,21 @@ def openai_error(response: httpx.Response) -> dict[str, Any]:
     return error
 
 
-@pytest.fixture
-def patient_service(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningService:
-    """Sends a heartbeat after 0.3 s without a byte."""
-    running: RunningService = service_factory(
+def started(factory: ServiceFactory, upstream: FakeUpstream, **overrides: Any) -> RunningService:
+    """The service on the fake upstream, without SDK retries, with `overrides`."""
+    running: RunningService = factory(
         openai_api_key=TEST_KEY,
         openai_base_url=upstream.base_url + "/v1",
         upstream_max_retries=0,
-        heartbeat_seconds=0.3,
+        **overrides,
     )
     return running
+
+
+@pytest.fixture
+def patient_service(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningService:
+    """Sends a heartbeat after 0.3 s without a byte."""
+    return started(service_factory, upstream, heartbeat_seconds=0.3)
 
 
 def test_heartbeat_while_waiting_for_the_first_token(
@@ -158,9 +163,7 @@ def test_responses_limits_name_their_fields(service: RunningService) -> None:
 
 
 def test_body_over_the_cap_is_413(service_factory: ServiceFactory, upstream: FakeUpstream) -> None:
-    running = service_factory(
-        openai_api_key=TEST_KEY, openai_base_url=upstream.base_url, max_body_bytes=2048
-    )
+    running = started(service_factory, upstream, max_body_bytes=2048)
     big = {**CHAT, "messages": [{"role": "user", "content": "x" * 4096}]}
     response = httpx.post(running.base_url + "/v1/chat/completions", json=big, timeout=30)
     assert response.status_code == 413
@@ -177,12 +180,7 @@ def test_unknown_v1_route_is_an_openai_404(service: RunningService) -> None:
 
 
 def test_stream_slots_apply(service_factory: ServiceFactory, upstream: FakeUpstream) -> None:
-    running = service_factory(
-        openai_api_key=TEST_KEY,
-        openai_base_url=upstream.base_url,
-        upstream_max_retries=0,
-        max_concurrent_streams=1,
-    )
+    running = started(service_factory, upstream, max_concurrent_streams=1)
     upstream.queue(Reply(pieces=answer_pieces([" a"] * 50), pause=0.05))
     with httpx.stream(
         "POST", running.base_url + "/v1/chat/completions", json=CHAT, timeout=30
@@ -201,12 +199,7 @@ def test_stream_slots_apply(service_factory: ServiceFactory, upstream: FakeUpstr
 def test_first_token_deadline_is_a_504(
     service_factory: ServiceFactory, upstream: FakeUpstream
 ) -> None:
-    running = service_factory(
-        openai_api_key=TEST_KEY,
-        openai_base_url=upstream.base_url,
-        upstream_max_retries=0,
-        first_token_timeout_seconds=0.5,
-    )
+    running = started(service_factory, upstream, first_token_timeout_seconds=0.5)
     upstream.queue(Reply(pieces=answer_pieces([" late"]), delay_before_headers=5))
     response = httpx.post(running.base_url + "/v1/chat/completions", json=CHAT, timeout=30)
     assert response.status_code == 504
@@ -216,12 +209,7 @@ def test_first_token_deadline_is_a_504(
 def test_shutdown_refuses_new_streams_and_cuts_open_ones_in_band(
     service_factory: ServiceFactory, upstream: FakeUpstream
 ) -> None:
-    running = service_factory(
-        openai_api_key=TEST_KEY,
-        openai_base_url=upstream.base_url,
-        upstream_max_retries=0,
-        shutdown_grace_seconds=0.5,
-    )
+    running = started(service_factory, upstream, shutdown_grace_seconds=0.5)
     upstream.queue(Reply(pieces=answer_pieces([" t"] * 400), pause=0.02))
     with httpx.stream(
         "POST", running.base_url + "/v1/chat/completions", json=CHAT, timeout=30
