@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint check-deploy system-deps bench clean
+.PHONY: run test lint check-deploy system-deps node-deps bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -37,7 +37,14 @@ check-deploy: $(VENV)/.dev-installed
 system-deps:
 	@scripts/install-system-deps.sh
 
-test: system-deps lint check-deploy
+# The openai npm package that tests/test_openai_node.py drives, from the committed lock file.
+NODE_TESTS := tests/node
+$(NODE_TESTS)/node_modules/.package-lock.json: $(NODE_TESTS)/package-lock.json
+	cd $(NODE_TESTS) && npm ci --no-audit --no-fund
+
+node-deps: system-deps $(NODE_TESTS)/node_modules/.package-lock.json
+
+test: system-deps node-deps lint check-deploy
 	$(BIN)/pytest
 
 bench: system-deps $(VENV)/.dev-installed
@@ -46,4 +53,4 @@ bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.nginx_latency
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis $(NODE_TESTS)/node_modules
