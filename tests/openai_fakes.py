@@ -55,6 +55,52 @@ def usage_chunk(prompt_tokens: int, completion_tokens: int) -> bytes:
     )
 
 
+def openai_pieces(tokens: Sequence[str]) -> list[bytes]:
+    """A streamed answer byte for byte as OpenAI sends it when usage is asked for: compact
+    JSON, `"usage":null` in every chunk but the last, `service_tier` and the `obfuscation`
+    padding field; one event per token."""
+
+    def chunk(fields: dict[str, Any], padding: str = "") -> bytes:
+        payload = {
+            "id": "chatcmpl-BfakeOpenAIid",
+            "object": "chat.completion.chunk",
+            "created": 1763700000,
+            "model": MODEL,
+            "service_tier": "default",
+            "system_fingerprint": "fp_34a54ae93c",
+            **fields,
+        }
+        if padding:
+            payload["obfuscation"] = padding
+        return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+    pieces = [
+        chunk(
+            {
+                "choices": [choice(0, {"role": "assistant", "content": "", "refusal": None})],
+                "usage": None,
+            },
+            "x7",
+        )
+    ]
+    pieces += [
+        chunk(
+            {"choices": [choice(0, {"content": token})], "usage": None}, "Qz4"[: 1 + len(token) % 3]
+        )
+        for token in tokens
+    ]
+    pieces.append(chunk({"choices": [choice(0, {}, "stop")], "usage": None}, "kP"))
+    usage = {
+        "prompt_tokens": 7,
+        "completion_tokens": len(tokens),
+        "total_tokens": 7 + len(tokens),
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+    }
+    pieces += [chunk({"choices": [], "usage": usage}, "m"), DONE]
+    return pieces
+
+
 def choices_pieces(answers: Sequence[Sequence[str]]) -> list[bytes]:
     """`n = len(answers)` choices streamed interleaved, one chunk per token and choice."""
     pieces = [

@@ -25,6 +25,7 @@ from tests.fake_upstream import (
 from tests.openai_fakes import (
     chat_completion_body,
     choices_pieces,
+    openai_pieces,
     response_body,
     responses_pieces,
     tool_call_pieces,
@@ -96,7 +97,8 @@ def test_chat_stream_sync(
 async def test_chat_stream_async(
     service: RunningService, upstream: FakeUpstream, include_usage: bool
 ) -> None:
-    upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=0.01))
+    # OpenAI's own bytes: compact JSON, so text tokens take the relay's fast path.
+    upstream.queue(Reply(pieces=openai_pieces(TOKENS), pause=0.01))
     options: Any = {"stream_options": {"include_usage": True}} if include_usage else {}
     async with async_client_for(service) as client:
         stream = await client.chat.completions.create(
@@ -105,7 +107,10 @@ async def test_chat_stream_async(
         chunks = [chunk async for chunk in stream]
     assert text_of(chunks) == ANSWER
     assert any(chunk.usage is not None for chunk in chunks) is include_usage
-    assert summary(service)["outcome"] == "completed"
+    record = summary(service)
+    assert record["outcome"] == "completed"
+    assert record["delivered_text_deltas"] == len(TOKENS)
+    assert record["usage"]["completion_tokens"] == len(TOKENS)
 
 
 def test_chat_not_streamed_sync(service: RunningService, upstream: FakeUpstream) -> None:

@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
@@ -242,3 +244,52 @@ def test_answer_encoder_sends_the_body_alone() -> None:
     assert encoder.encode(Relayed(b'{"id":"x"}')) == b'{"id":"x"}'
     assert encoder.encode(StreamFailed(UpstreamUnavailable("late"))) == b""
     assert encoder.close() == b""
+
+
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+
+
+@settings(max_examples=400)
+@given(
+    contents=st.lists(st.one_of(_TEXT, st.none()), min_size=0, max_size=3),
+    finish_reason=st.sampled_from([None, None, "stop", "tool_calls"]),
+    usage=st.sampled_from([None, "null", "counts"]),
+    compact=st.booleans(),
+    extra=st.dictionaries(st.sampled_from(["obfuscation", "service_tier", "error"]), _TEXT),
+)
+def test_fast_path_reads_what_parsing_reads(
+    contents: list[str | None],
+    finish_reason: str | None,
+    usage: str | None,
+    compact: bool,
+    extra: dict[str, str],
+) -> None:
+    """`chat_chunk` recognizes text tokens from their bytes; whatever the chunk, it must read
+    the same facts as parsing it whole would."""
+    chunk: dict[str, Any] = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "choices": [
+            {
+                "index": index,
+                "delta": {} if content is None else {"content": content},
+                "finish_reason": finish_reason if index == len(contents) - 1 else None,
+            }
+            for index, content in enumerate(contents)
+        ],
+        **extra,
+    }
+    if usage == "null":
+        chunk["usage"] = None
+    elif usage == "counts":
+        chunk["usage"] = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    separators = (",", ":") if compact else (", ", ": ")
+    payload = json.dumps(chunk, separators=separators, ensure_ascii=False).encode()
+    for forward_usage in (False, True):
+        fast = openai_events.chat_chunk(None, payload, forward_usage=forward_usage, secrets=())
+        slow = openai_events.parsed_chat_chunk(payload, forward_usage=forward_usage, secrets=())
+        if isinstance(slow, Failed):
+            assert isinstance(fast, Failed)
+            assert fast.error.message == slow.error.message
+        else:
+            assert fast == slow

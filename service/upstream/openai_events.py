@@ -5,10 +5,13 @@ byte, so each one becomes a `Relayed` carrying its bytes plus the few facts the 
 whether it carries model output (the first one's time is the time to first token), a finish
 reason, and usage. Nothing else is read, and nothing is re-encoded.
 
-- Chat completions (https://platform.openai.com/docs/api-reference/chat-streaming): every chunk
-  is parsed (the output may be in any choice, and `choices` is empty in Azure's first chunk and
-  in the usage chunk). The usage chunk is the one event that may be dropped: the service always
-  asks for usage, and a client that did not ask (`stream_options.include_usage`) must not get it.
+- Chat completions (https://platform.openai.com/docs/api-reference/chat-streaming): a token
+  chunk in compact JSON is recognized from its bytes (`chat_chunk`'s fast path: non-empty
+  `"content":"`, every `finish_reason` and `usage` null, no `error`); since a JSON string cannot
+  hold an unescaped quote, those byte patterns can only be keys. Any other chunk is parsed: the
+  output may be in any choice, and `choices` is empty in Azure's first chunk and in the usage
+  chunk. The usage chunk is the one event that may be dropped: the service always asks for
+  usage, and a client that did not ask (`stream_options.include_usage`) must not get it.
 - Responses (https://platform.openai.com/docs/api-reference/responses-streaming): the SSE event
   name says what an event is, so only the terminal events (`response.completed`,
   `response.incomplete`, `response.failed`) and `error` are parsed; an unnamed event (a server
@@ -105,10 +108,33 @@ def _delta_has_output(delta: dict[str, Any]) -> bool:
     return any(value for key, value in delta.items() if key != "role")
 
 
+_CONTENT = b'"content":"'
+_FINISH_REASON, _NO_FINISH_REASON = b'"finish_reason"', b'"finish_reason":null'
+_USAGE, _NO_USAGE = b'"usage"', b'"usage":null'
+
+
 def chat_chunk(
     name: bytes | None, payload: bytes, *, forward_usage: bool, secrets: Iterable[str]
 ) -> Relayed | Failed:
     """One `chat.completion.chunk` payload (chat completions name no events)."""
+    # The fast path (module docstring): a text token, known without parsing (~0.5 µs against
+    # ~3 µs for `json.loads`, bench/relay_overhead.py). Anything else is parsed.
+    at = payload.find(_CONTENT)
+    if (
+        at >= 0
+        and payload[at + len(_CONTENT)] != 0x22  # not `""`
+        and payload.count(_FINISH_REASON) == payload.count(_NO_FINISH_REASON)
+        and payload.count(_USAGE) == payload.count(_NO_USAGE)
+        and b'"error"' not in payload
+    ):
+        return Relayed(payload, None, True)
+    return parsed_chat_chunk(payload, forward_usage=forward_usage, secrets=secrets)
+
+
+def parsed_chat_chunk(
+    payload: bytes, *, forward_usage: bool, secrets: Iterable[str]
+) -> Relayed | Failed:
+    """`chat_chunk` the slow way: the whole chunk parsed."""
     chunk = _object_of(payload, secrets)
     if isinstance(chunk, Failed):
         return chunk

@@ -15,6 +15,8 @@ whose data is empty is not dispatched, a byte order mark at the start is dropped
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EventTooLarge(ValueError):
     """The upstream sent more than `max_event_bytes` without ending an event."""
@@ -33,16 +35,16 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume one read; return the `data` payloads of the events it completed."""
-        return self._feed(chunk, None)
+        payloads: list[bytes] = self._feed(chunk, named=False)
+        return payloads
 
     def feed_named(self, chunk: bytes) -> list[tuple[bytes | None, bytes]]:
         """Consume one read; return `(event name or None, data)` for the events it completed."""
-        names: list[bytes | None] = []
-        payloads = self._feed(chunk, names)
-        return list(zip(names, payloads, strict=True))
+        events: list[tuple[bytes | None, bytes]] = self._feed(chunk, named=True)
+        return events
 
-    def _feed(self, chunk: bytes, names: list[bytes | None] | None) -> list[bytes]:
-        """The payloads completed by `chunk`; their event names go to `names` when given."""
+    def _feed(self, chunk: bytes, *, named: bool) -> list[Any]:
+        """The events completed by `chunk`: payloads, or `(name, payload)` when `named`."""
         buffer = self._pending + chunk if self._pending else chunk
         if not self._started and buffer:
             if len(buffer) < 3 and b"\xef\xbb\xbf".startswith(buffer):
@@ -61,16 +63,14 @@ class SSEDecoder:
         if len(self._pending) > self._max_event_bytes:
             raise EventTooLarge(f"upstream event exceeds {self._max_event_bytes} bytes")
 
-        payloads: list[bytes] = []
+        payloads: list[Any] = []
         for line in lines:
             if not line:
                 if self._data_lines:
                     data = b"\n".join(self._data_lines)
                     self._data_lines, self._data_bytes = [], 0
                     if data:
-                        payloads.append(data)
-                        if names is not None:
-                            names.append(self._event)
+                        payloads.append((self._event, data) if named else data)
                 self._event = None
             elif line.startswith(b"data:"):
                 value = line[5:]
@@ -81,7 +81,7 @@ class SSEDecoder:
                 self._data_lines.append(value)
             elif line == b"data":
                 self._data_lines.append(b"")
-            elif names is not None and line.startswith(b"event:"):
+            elif named and line.startswith(b"event:"):
                 value = line[6:]
                 self._event = value[1:] if value.startswith(b" ") else value
         return payloads
