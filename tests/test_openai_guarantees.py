@@ -35,12 +35,12 @@ def openai_error(response: httpx.Response) -> dict[str, Any]:
 
 def started(factory: ServiceFactory, upstream: FakeUpstream, **overrides: Any) -> RunningService:
     """The service on the fake upstream, without SDK retries, with `overrides`."""
-    running: RunningService = factory(
-        openai_api_key=TEST_KEY,
-        openai_base_url=upstream.base_url + "/v1",
-        upstream_max_retries=0,
-        **overrides,
-    )
+    settings: dict[str, Any] = {
+        "openai_api_key": TEST_KEY,
+        "openai_base_url": upstream.base_url + "/v1",
+        "upstream_max_retries": 0,
+    }
+    running: RunningService = factory(**{**settings, **overrides})
     return running
 
 
@@ -124,6 +124,23 @@ def test_leaving_before_the_upstream_answers_closes_it(
     sock.close()
     assert_upstream_closed_promptly(upstream, closed_at)
     assert assert_cancelled(service)["endpoint"] == path
+
+
+def test_leaving_while_the_sdk_waits_to_retry_makes_no_new_request(
+    service_factory: ServiceFactory, upstream: FakeUpstream
+) -> None:
+    running = started(service_factory, upstream, upstream_max_retries=3)
+    # The service's SDK honours Retry-After: it sleeps 2 s before retrying.
+    upstream.default_reply = Reply(
+        status=503, headers={"retry-after": "2"}, body=b'{"error":{"message":"busy"}}'
+    )
+    sock = open_raw(running, "/v1/chat/completions", CHAT)
+    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
+    time.sleep(0.3)
+    sock.close()
+    time.sleep(3.0)
+    assert len(upstream.exchanges) == 1
+    assert assert_cancelled(running)["endpoint"] == "/v1/chat/completions"
 
 
 @pytest.mark.parametrize(

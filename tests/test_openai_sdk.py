@@ -110,6 +110,7 @@ async def test_chat_stream_async(
     record = summary(service)
     assert record["outcome"] == "completed"
     assert record["delivered_text_deltas"] == len(TOKENS)
+    assert record["tokens_per_second"] > 0  # paced 10 ms apart
     assert record["usage"]["completion_tokens"] == len(TOKENS)
 
 
