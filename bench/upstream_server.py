@@ -3,7 +3,7 @@
     python -m bench.upstream_server TOKENS PAUSE_SECONDS
 
 Answers every request with TOKENS one-token events (plus finish, usage and [DONE]) byte for
-byte as OpenAI writes them (`tests.openai_fakes.openai_pieces`); with a pause of 0 the whole
+byte as OpenAI writes them (`testkit.openai_fakes.openai_pieces`); with a pause of 0 the whole
 body goes out in one write, otherwise each event is its own write, PAUSE_SECONDS apart. Prints
 the port on the first line of stdout, then serves until killed.
 """
@@ -14,8 +14,9 @@ import subprocess
 import sys
 import threading
 
-from tests.fake_upstream import FakeUpstream, Reply
-from tests.openai_fakes import openai_pieces
+from testkit.fake_upstream import FakeUpstream, Reply
+from testkit.openai_fakes import openai_pieces
+from testkit.service_process import stop_process
 
 
 def main() -> None:
@@ -43,8 +44,7 @@ class UpstreamProcess:
         self.base_url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
+        stop_process(self.process)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Two layers, one direction:
 
-    upstream  -> TextDelta | Finished | UsageReported | Failed        (what the model did)
-    relay     -> StreamStarted | TextDelta | StreamEnded | StreamFailed  (what the client is told)
+    upstream  -> TextDelta | ReasoningDelta | Finished | UsageReported | Failed
+                                                        (what the model did)
+    relay     -> StreamStarted | TextDelta | ReasoningDelta | StreamEnded | StreamFailed
+                                                        (what the client is told)
 
 The OpenAI-compatible routes (issue #8) relay the upstream's own events instead of text: a
 `Relayed` carries one upstream event's bytes, to be sent untouched, together with the few facts
@@ -26,6 +28,15 @@ from service.errors import ServiceError
 @dataclass(slots=True, frozen=True)
 class TextDelta:
     """A piece of answer text, exactly as the model produced it (never empty)."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningDelta:
+    """A piece of the model's visible reasoning (`reasoning_content` deltas, as vLLM and
+    DeepSeek send them), never empty. Only formats that have a place for it send it (the AI
+    SDK's UI message stream); the others leave it out, so their text stays the answer alone."""
 
     text: str
 
@@ -89,7 +100,7 @@ class Relayed:
     forward: bool = True
 
 
-UpstreamEvent = TextDelta | Relayed | Finished | UsageReported | Failed
+UpstreamEvent = TextDelta | ReasoningDelta | Relayed | Finished | UsageReported | Failed
 
 
 @dataclass(slots=True, frozen=True)
@@ -130,4 +141,4 @@ class StreamFailed:
     error: ServiceError
 
 
-ResponseEvent = StreamStarted | TextDelta | Relayed | StreamEnded | StreamFailed
+ResponseEvent = StreamStarted | TextDelta | ReasoningDelta | Relayed | StreamEnded | StreamFailed

@@ -33,6 +33,7 @@ from typing import Any
 
 from service.events import (
     Failed,
+    Finished,
     Relayed,
     StreamMetrics,
     TextDelta,
@@ -151,6 +152,6 @@ async def observe(
                 recorder.usage = event.usage
             elif isinstance(event, Failed):
                 recorder.error_type = event.error.error_type
-            else:
+            elif isinstance(event, Finished):
                 recorder.finish_reason = event.reason
             yield event

@@ -28,8 +28,8 @@ from service.errors import ModelNotFound
 from service.http.stream_response import ChatStreamResponse
 from service.limits import check_size
 from service.openai_requests import parse_chat_completions, parse_responses
-from service.routes import CallerDep, read_body, stream_response
 from service.runtime import Runtime, RuntimeDep
+from service.streaming import CallerDep, read_body, respond
 from service.wire.base import Encoder
 from service.wire.openai import (
     JSON_MEDIA_TYPE,
@@ -117,7 +117,7 @@ async def _relay_body(
         chat = request.api == "chat.completions"
         return RelayedEventsEncoder(done_marker=chat, named_errors=not chat)
 
-    return stream_response(
+    return respond(
         runtime,
         caller,
         lambda: runtime.chat.open_passthrough(request, received_at=received_at, endpoint=endpoint),

@@ -7,15 +7,9 @@ import json
 import httpx
 import pytest
 
-from tests.conftest import (
-    FIXTURES,
-    TEST_KEY,
-    RunningService,
-    ServiceFactory,
-    answer_text,
-    stream_chat,
-)
-from tests.fake_upstream import FakeUpstream, Reply, split_awkwardly
+from testkit.fake_upstream import RECORDINGS, FakeUpstream, Reply, split_awkwardly
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import answer_text, stream_chat
 
 
 @pytest.fixture
@@ -34,7 +28,7 @@ def test_azure_deployment_url_auth_and_stream(
 ) -> None:
     running = azure
     upstream.queue(
-        Reply(pieces=list(split_awkwardly((FIXTURES / "azure_chat_stream.sse").read_bytes())))
+        Reply(pieces=list(split_awkwardly((RECORDINGS / "azure_chat_stream.sse").read_bytes())))
     )
     response, events = stream_chat(running.base_url, {"prompt": "hi"})
     assert response.status_code == 200
@@ -49,12 +43,11 @@ def test_azure_deployment_url_auth_and_stream(
 def test_v1_defaults_to_the_deployment_and_passes_filter_results(
     azure: RunningService, upstream: FakeUpstream
 ) -> None:
-    running = azure
-    azure_stream = (FIXTURES / "azure_chat_stream.sse").read_bytes()
+    azure_stream = (RECORDINGS / "azure_chat_stream.sse").read_bytes()
     upstream.queue(Reply(pieces=list(split_awkwardly(azure_stream))))
     # No `model`: the SDKs always send one, but a plain HTTP client may not.
     response = httpx.post(
-        running.base_url + "/v1/chat/completions",
+        azure.base_url + "/v1/chat/completions",
         json={"messages": [{"role": "user", "content": "hi"}], "stream": True},
         timeout=30,
     )
@@ -74,15 +67,10 @@ def test_v1_defaults_to_the_deployment_and_passes_filter_results(
         for chunk in chunks
         for choice in chunk["choices"]
     )
-    # Byte for byte: every upstream event but the usage chunk nobody asked for.
+    # Byte for byte: every upstream event (the recording has no usage chunk to hold back).
     upstream_payloads = [
         line.removeprefix(b"data: ")
         for line in azure_stream.split(b"\n")
         if line.startswith(b"data: ")
     ]
-    expected = [
-        payload
-        for payload in upstream_payloads
-        if payload != b"[DONE]" and not (b'"usage"' in payload and b'"choices":[]' in payload)
-    ]
-    assert [payload.encode() for payload in payloads[:-1]] == expected
+    assert [payload.encode() for payload in payloads] == upstream_payloads

@@ -6,16 +6,16 @@ shutdown drain, and the first-token deadline."""
 from __future__ import annotations
 
 import json
-import socket
 import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, error_body
-from tests.openai_fakes import chat_completion_body
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, error_body
+from testkit.openai_fakes import chat_completion_body
+from testkit.raw_client import open_stream
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
 from tests.test_cancellation import assert_cancelled, assert_upstream_closed_promptly
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -90,17 +90,6 @@ def test_a_json_answer_has_no_heartbeat_and_keeps_its_real_status(
     }
 
 
-def open_raw(service: RunningService, path: str, body: dict[str, Any]) -> socket.socket:
-    host, port = service.host_port
-    sock = socket.create_connection((host, port))
-    payload = json.dumps(body).encode()
-    sock.sendall(
-        b"POST %s HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(payload), payload)
-    )
-    return sock
-
-
 @pytest.mark.parametrize(
     ("path", "stream"),
     [
@@ -117,7 +106,7 @@ def test_leaving_before_the_upstream_answers_closes_it(
     body = {"model": "m", "stream": stream, "messages": MESSAGES, "input": "hi"}
     if path == "/v1/responses":
         body.pop("messages")
-    sock = open_raw(service, path, body)
+    sock = open_stream(service.host_port, body, path=path)
     assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
     time.sleep(0.2)
     closed_at = time.monotonic()
@@ -134,7 +123,7 @@ def test_leaving_while_the_sdk_waits_to_retry_makes_no_new_request(
     upstream.default_reply = Reply(
         status=503, headers={"retry-after": "2"}, body=b'{"error":{"message":"busy"}}'
     )
-    sock = open_raw(running, "/v1/chat/completions", CHAT)
+    sock = open_stream(running.host_port, CHAT, path="/v1/chat/completions")
     assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
     time.sleep(0.3)
     sock.close()

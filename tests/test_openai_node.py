@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import RunningService
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, split_awkwardly
-from tests.openai_fakes import responses_pieces, tool_call_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, split_awkwardly
+from testkit.openai_fakes import responses_pieces, tool_call_pieces
+from testkit.services import RunningService
 from tests.test_cancellation import assert_upstream_closed_promptly
 
 NODE_TESTS = Path(__file__).parent / "node"

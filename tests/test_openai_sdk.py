@@ -12,8 +12,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory
-from tests.fake_upstream import (
+from testkit.fake_upstream import (
     DONE,
     FakeUpstream,
     Reply,
@@ -22,7 +21,7 @@ from tests.fake_upstream import (
     error_body,
     split_awkwardly,
 )
-from tests.openai_fakes import (
+from testkit.openai_fakes import (
     chat_completion_body,
     choices_pieces,
     openai_pieces,
@@ -30,6 +29,7 @@ from tests.openai_fakes import (
     responses_pieces,
     tool_call_pieces,
 )
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
 from tests.test_cancellation import assert_upstream_closed_promptly
 
 TOKENS = [" Hello", ",", " world", "!"]

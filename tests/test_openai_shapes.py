@@ -21,8 +21,8 @@ from service.upstream import openai_events
 from service.upstream.demo import DemoUpstream
 from service.upstream.sse_decoder import SSEDecoder
 from service.wire.openai import RelayedAnswerEncoder, RelayedEventsEncoder
-from tests.fake_upstream import split_awkwardly
-from tests.openai_fakes import (
+from testkit.fake_upstream import split_awkwardly
+from testkit.openai_fakes import (
     chat_chunk,
     choice,
     responses_events,

@@ -42,7 +42,15 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.events import Failed, Finished, Relayed, TextDelta, UpstreamEvent, UsageReported
+from service.events import (
+    Failed,
+    Finished,
+    ReasoningDelta,
+    Relayed,
+    TextDelta,
+    UpstreamEvent,
+    UsageReported,
+)
 from service.settings import Settings
 from service.upstream import openai_events
 from service.upstream.redaction import redact, safe_message
@@ -188,6 +196,11 @@ class OpenAIChatUpstream:
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
+                # vLLM and DeepSeek stream `reasoning_content`; newer vLLM and OpenRouter
+                # `reasoning`.
+                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    events.append(ReasoningDelta(thought))
                 text = delta.get("content") or delta.get("refusal")
                 if text and isinstance(text, str):
                     events.append(TextDelta(text))

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from tests.fake_upstream import DONE
+from testkit.fake_upstream import DONE
 
 MODEL = "gpt-4o-mini-2024-07-18"
 
