@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint check-deploy system-deps bench clean
+.PHONY: run test lint check-deploy system-deps bench bench-compare clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -45,5 +45,17 @@ bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.relay_overhead
 	$(BIN)/python -m bench.nginx_latency
 
+# Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README
+# "Benchmarks". LiteLLM pins an older openai, so it gets a virtual environment of its own.
+# BENCH_ARGS=--quick for a ~2 minute run.
+LITELLM := .bench-venvs/litellm/bin/litellm
+$(LITELLM): bench/litellm-requirements.txt
+	$(PYTHON) -m venv .bench-venvs/litellm
+	.bench-venvs/litellm/bin/pip install --quiet -r bench/litellm-requirements.txt
+	@touch $@
+
+bench-compare: $(VENV)/.dev-installed $(LITELLM)
+	$(BIN)/python -m bench.compare --litellm $(LITELLM) $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .bench-venvs .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -1,65 +1,164 @@
-"""The processes benchmarks start: the service under test, and reading its CPU time.
+"""The processes benchmarks start: servers under test, and reading their CPU time and memory.
 
-Each benchmark runs the fake upstream (`bench.upstream_server`), the service and its clients as
-separate processes, so a figure read from /proc belongs to one of them only.
+Each benchmark runs the fake upstream (`bench.upstream_server`), the server under test and its
+clients as separate processes, so a figure read from /proc belongs to one of them only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 from bench.upstream_server import UpstreamProcess
 from tests.conftest import free_port
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, from /proc/<pid>/stat."""
+    """User plus system CPU time of a process (all its threads), from /proc/<pid>/stat."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-class ServiceProcess:
-    """The service in its own process: `python -m service`, or uvicorn with `--http h11`."""
+def process_rss_bytes(pid: int) -> int:
+    """Resident memory of a process, from /proc/<pid>/statm."""
+    with open(f"/proc/{pid}/statm") as statm:
+        return int(statm.read().split()[1]) * PAGE_SIZE
 
-    def __init__(self, upstream: UpstreamProcess, http: str = "httptools") -> None:
-        self.port = free_port()
-        environment = {
-            **os.environ,
-            "OPENAI_API_KEY": "bench",
-            "OPENAI_BASE_URL": upstream.base_url,
-            "PORT": str(self.port),
-            "LOG_LEVEL": "warning",
-            "UPSTREAM_MAX_RETRIES": "0",
-        }
-        command = [sys.executable, "-m", "service"]
-        if http == "h11":
-            command = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--http", "h11"]
-            command += ["--loop", "uvloop", "--host", "127.0.0.1", "--port", str(self.port)]
-            command += ["--log-level", "warning"]
-        self.process = subprocess.Popen(command, env=environment)
-        for _ in range(400):
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (a server may fork workers), from /proc children lists."""
+    found = [pid]
+    for process in found:
+        for task in Path(f"/proc/{process}/task").glob("*"):
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.1).close()
+                found += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:
+                continue  # the thread or process ended while we looked
+    return found
+
+
+class ListeningProcess:
+    """A server in its own process, ready once it accepts connections on `port`.
+
+    `cpus` pins it (and every thread it will start) before it executes anything, so a
+    measurement can give it one core; `log` receives its output. Stopped by its PID: SIGTERM,
+    then SIGKILL.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        port: int,
+        *,
+        environment: Mapping[str, str] | None = None,
+        cpus: set[int] | None = None,
+        log: Path | None = None,
+        start_seconds: float = 20.0,
+    ) -> None:
+        self.port = port
+        self.log = log.open("wb") if log else None
+
+        def pin() -> None:
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        self.process = subprocess.Popen(
+            list(command),
+            env={**os.environ, **(environment or {})},
+            preexec_fn=pin if cpus else None,  # runs in the child before exec
+            stdout=self.log,
+            stderr=self.log,
+        )
+        deadline = time.monotonic() + start_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"{command[0]} exited with {self.process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
                 return
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise RuntimeError("service did not start")
+        raise RuntimeError(f"{' '.join(command)} did not listen on {port} in {start_seconds} s")
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     def stop(self) -> None:
+        """Stop the server and any process it started, each by its PID."""
+        if self.log:
+            self.log.close()
+        if self.process.poll() is not None:
+            return
+        children = process_tree(self.pid)[1:]
         self.process.terminate()
         try:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
 
     def cpu(self) -> float:
-        return process_cpu_seconds(self.process.pid)
+        """CPU seconds used so far by the server and its descendants."""
+        return sum(_or_zero(process_cpu_seconds, pid) for pid in process_tree(self.pid))
+
+    def rss(self) -> int:
+        """Resident bytes of the server and its descendants."""
+        return int(sum(_or_zero(process_rss_bytes, pid) for pid in process_tree(self.pid)))
+
+
+def _or_zero(read: Callable[[int], float], pid: int) -> float:
+    try:
+        return read(pid)
+    except OSError:
+        return 0.0  # ended between listing and reading
+
+
+class ServiceProcess(ListeningProcess):
+    """The service in its own process: `python -m service`, or uvicorn with `--http h11`."""
+
+    def __init__(
+        self,
+        upstream: UpstreamProcess,
+        http: str = "httptools",
+        *,
+        environment: Mapping[str, str] | None = None,
+        cpus: set[int] | None = None,
+        log: Path | None = None,
+    ) -> None:
+        port = free_port()
+        defaults = {
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_BASE_URL": upstream.base_url,
+            "PORT": str(port),
+            "LOG_LEVEL": "warning",
+            "UPSTREAM_MAX_RETRIES": "0",
+        }
+        command = [sys.executable, "-m", "service"]
+        if http == "h11":
+            command = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--http", "h11"]
+            command += ["--loop", "uvloop", "--host", "127.0.0.1", "--port", str(port)]
+            command += ["--log-level", "warning"]
+        super().__init__(
+            command,
+            port,
+            environment={**defaults, **(environment or {})},
+            cpus=cpus,
+            log=log,
+        )
