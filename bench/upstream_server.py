@@ -49,6 +49,8 @@ class UpstreamProcess:
     def stop(self) -> None:
         self.process.kill()
         self.process.wait(10)
+        if self.process.stdout:
+            self.process.stdout.close()
 
 
 if __name__ == "__main__":
