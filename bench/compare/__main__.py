@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from bench.compare.report import machine, render, versions
-from bench.compare.run import FULL, QUICK, Cores, compare
+from bench.compare.run import FULL, QUICK, Cores, Profiling, compare
 from bench.compare.targets import TARGETS
 
 
@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gateway-cpu", type=int, help="core for gateways (default: last)")
     parser.add_argument("--load-cpu", type=int, help="core for upstream and client (first)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG (no matplotlib)")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="STREAMS",
+        help="record py-spy profiles of the gateways at this level (e.g. 100)",
+    )
     args = parser.parse_args(argv)
 
     plan = QUICK if args.quick else FULL
@@ -45,8 +51,13 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, _stop)
 
     before = machine()
+    profiling = Profiling(args.profile, Path(f"{output}-profile")) if args.profile else None
     outcome = compare(
-        plan, targets, cores=Cores.pick(args.gateway_cpu, args.load_cpu), litellm=litellm
+        plan,
+        targets,
+        cores=Cores.pick(args.gateway_cpu, args.load_cpu),
+        litellm=litellm,
+        profiling=profiling,
     )
     after = machine()
     if args.litellm and litellm is None:
@@ -71,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         plot=plot_path.name if plot_path else None,
     )
     output.with_suffix(".md").write_text(report)
+    for profile in outcome.profiles:
+        print(profile.read_text())
     print()
     print(report)
     sys.stdout.flush()

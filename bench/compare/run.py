@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import os
+import re
 import resource
 import tempfile
 import time
@@ -25,6 +26,8 @@ import uvloop
 
 from bench.compare.gateways import GATEWAYS, Context
 from bench.compare.load import Level, LevelRun, run_level
+from bench.compare.profile import Recording
+from bench.compare.profile import render as render_profile
 from bench.compare.report import Capacity
 from bench.compare.stats import SETTLE_SECONDS, ProcessUse, Summary, UpstreamRecord, summarize
 from bench.compare.targets import DIRECT, Target
@@ -83,6 +86,15 @@ class Outcome:
     sweep: list[Summary] = field(default_factory=list)
     capacities: list[Capacity] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    profiles: list[Path] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Profiling:
+    """Record py-spy profiles of each gateway during the level with `streams` open."""
+
+    streams: int
+    prefix: Path  # <prefix>-<target>.txt (collapsed stacks) and .md (the top functions)
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,7 @@ def compare(
     cores: Cores,
     litellm: Path | None,
     logs: Path | None = None,
+    profiling: Profiling | None = None,
 ) -> Outcome:
     """Run `plan` against `targets` (DIRECT is always measured, first, as the baseline)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -118,7 +131,7 @@ def compare(
     logs = logs or Path(tempfile.mkdtemp(prefix="bench-compare-"))
     try:
         with _processes(plan, targets, cores, litellm, logs, outcome) as (upstream, gateways):
-            session = Session(plan, upstream, gateways)
+            session = Session(plan, upstream, gateways, profiling)
             uvloop.run(session.run([t for t in targets if t is not DIRECT], outcome))
     finally:
         os.sched_setaffinity(0, affinity)
@@ -153,9 +166,14 @@ def _processes(
 
 class Session:
     def __init__(
-        self, plan: Plan, upstream: UpstreamProcess, gateways: dict[str, ListeningProcess]
+        self,
+        plan: Plan,
+        upstream: UpstreamProcess,
+        gateways: dict[str, ListeningProcess],
+        profiling: Profiling | None = None,
     ) -> None:
         self.plan = plan
+        self.profiling = profiling
         self.upstream = upstream
         self.gateways = gateways
         self.labels = itertools.count(1)
@@ -178,7 +196,7 @@ class Session:
         direct: Summary | None = None
         for level in self.plan.levels:
             for target in list(active):
-                summary = await self.measure(target, level)
+                summary = await self.measure(target, level, outcome)
                 outcome.summaries.append(summary)
                 if target is DIRECT:
                     direct = summary
@@ -216,7 +234,9 @@ class Session:
             return f"{result.tokens} of {self.plan.answer_tokens} tokens arrived"
         return None
 
-    async def measure(self, target: Target, level: Level) -> Summary:
+    async def measure(
+        self, target: Target, level: Level, outcome: Outcome | None = None
+    ) -> Summary:
         gateway = self.gateways.get(target.gateway) if target.gateway else None
         peak = 0
 
@@ -228,6 +248,11 @@ class Session:
 
         await self.upstream_control(b"POST /_bench/reset")
         sampler = asyncio.ensure_future(sample_memory())
+        recording = None
+        profiling = self.profiling
+        if profiling and gateway and outcome and level.concurrency == profiling.streams:
+            slug = re.sub(r"[^a-z0-9]+", "-", target.name.lower()).strip("-")
+            recording = Recording(gateway.pid, Path(f"{profiling.prefix}-{slug}.txt"))
         cpu_before = gateway.cpu() if gateway else 0.0
         load_before = self._load_cpu()
         run: LevelRun = await run_level(
@@ -242,6 +267,12 @@ class Session:
         )
         cpu_used = gateway.cpu() - cpu_before if gateway else None
         load_used = self._load_cpu() - load_before
+        if recording and outcome:
+            recording.stop()
+            report = recording.path.with_suffix(".md")
+            title = f"{target.name}, {level.concurrency} streams open"
+            report.write_text(render_profile(title, recording.path.read_text()))
+            outcome.profiles.append(report)
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
         records = await self.settled_records(run)
