@@ -24,10 +24,19 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process (all its threads), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    """CPU time of a process (all its threads, ended ones too), to the nanosecond.
+
+    Read from the process's CPU clock, the clock `clock_getcpuclockid(3)` returns; Python has
+    no wrapper, so its id is built as the kernel encodes it (include/linux/posix-timers.h:
+    `make_process_cpuclock(pid, CPUCLOCK_SCHED)` = `(~pid << 3) | 2`). /proc/<pid>/stat counts
+    in 10 ms ticks, too coarse for a few hundred tokens; it remains the fallback.
+    """
+    try:
+        return time.clock_gettime((~pid << 3) | 2)
+    except OSError:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def process_rss_bytes(pid: int) -> int:
