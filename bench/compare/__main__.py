@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         from bench.compare.plot import plot  # matplotlib only when drawing
 
         plot_path = output.with_suffix(".png")
-        plot(outcome.summaries + outcome.sweep, plot_path, plan.describe())
+        rate = 1 / plan.pause_seconds
+        title = f"{plan.answer_tokens} tokens per answer at {rate:.0f} tokens/s"
+        title += ", each gateway on one core"
+        plot(outcome.summaries + outcome.sweep, plot_path, title)
     command = "python -m bench.compare" + (" --quick" if args.quick else "")
     report = render(
         command=command,

@@ -14,6 +14,11 @@ def plot(summaries: Sequence[Summary], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as pyplot
 
+    # The first measurement of a target at a level wins (the main levels come before the sweep).
+    unique: dict[tuple[str, int], Summary] = {}
+    for summary in summaries:
+        unique.setdefault((summary.target, summary.concurrency), summary)
+    summaries = list(unique.values())
     direct = {s.concurrency: s for s in summaries if s.target == "direct"}
     figure, (latency, cpu) = pyplot.subplots(1, 2, figsize=(12, 4.8))
     for target in dict.fromkeys(s.target for s in summaries):
@@ -41,7 +46,8 @@ def plot(summaries: Sequence[Summary], path: Path, title: str) -> None:
     cpu.set(
         xlabel="streams open (log)",
         xscale="log",
-        ylabel="gateway CPU ms per 1,000 tokens",
+        ylabel="gateway CPU ms per 1,000 tokens (log)",
+        yscale="log",
         title="CPU per relayed token (one core)",
     )
     for axes in (latency, cpu):
