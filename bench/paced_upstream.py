@@ -2,7 +2,7 @@
 
     python -m bench.paced_upstream TOKENS PAUSE_SECONDS
 
-Every POST is answered like OpenAI's streamed chat completions (`tests.fake_upstream`'s
+Every POST is answered like OpenAI's streamed chat completions (`testkit.fake_upstream`'s
 `answer_pieces`): the role chunk at once, then TOKENS one-token events PAUSE_SECONDS apart on a
 fixed schedule (a late tick catches up rather than drifting), then finish, usage and
 `[DONE]`. Tokens read ` Zq0`, ` Zq1`, ...: "Zq" appears nowhere else in any gateway's output,
@@ -32,7 +32,7 @@ from typing import cast
 
 import uvloop
 
-from tests.fake_upstream import answer_pieces
+from testkit.fake_upstream import answer_pieces
 
 TOKEN_MARK = b"Zq"
 _LABEL = re.compile(rb"bench-(\d+)")

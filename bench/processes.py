@@ -1,7 +1,9 @@
 """The processes benchmarks start: servers under test, and reading their CPU time and memory.
 
 Each benchmark runs the fake upstream (`bench.upstream_server`), the server under test and its
-clients as separate processes, so a figure read from /proc belongs to one of them only.
+clients as separate processes, so a figure read from /proc belongs to one of them only. Starting
+and stopping the service is `testkit.service_process`, which the tests use too; any other
+server (and the service pinned to a core) is a `ListeningProcess`.
 """
 
 from __future__ import annotations
@@ -9,15 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from bench.upstream_server import UpstreamProcess
-from tests.conftest import free_port
+from testkit.ports import accepts_connections, port_of
+from testkit.service_process import start_service_process, stop_process
+from testkit.waiting import wait_until
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -60,9 +62,9 @@ def process_tree(pid: int) -> list[int]:
 class ListeningProcess:
     """A server in its own process, ready once it accepts connections on `port`.
 
-    `cpus` pins it (and every thread it will start) before it executes anything, so a
-    measurement can give it one core; `log` receives its output. Stopped by its PID: SIGTERM,
-    then SIGKILL.
+    `env` is its whole environment (default: this process's). `cpus` pins it (and every thread
+    it will start) before it executes anything, so a measurement can give it one core; `log`
+    receives its output. Stopped by its PID: SIGTERM, then SIGKILL.
     """
 
     def __init__(
@@ -70,10 +72,10 @@ class ListeningProcess:
         command: Sequence[str],
         port: int,
         *,
-        environment: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
         cpus: set[int] | None = None,
         log: Path | None = None,
-        start_seconds: float = 20.0,
+        timeout: float = 20.0,
     ) -> None:
         self.port = port
         self.log = log.open("wb") if log else None
@@ -84,23 +86,20 @@ class ListeningProcess:
 
         self.process = subprocess.Popen(
             list(command),
-            env={**os.environ, **(environment or {})},
+            env=env,
             preexec_fn=pin if cpus else None,  # runs in the child before exec
             stdout=self.log,
             stderr=self.log,
+            text=True,
         )
-        deadline = time.monotonic() + start_seconds
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"{command[0]} exited with {self.process.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
+        wait_until(lambda: self.process.poll() is not None or accepts_connections(port), timeout)
+        if self.process.poll() is None and accepts_connections(port):
+            return
         self.stop()
-        raise RuntimeError(f"{' '.join(command)} did not listen on {port} in {start_seconds} s")
+        raise RuntimeError(
+            f"{' '.join(command)} did not listen on {port} within {timeout} s"
+            f" (exit status {self.process.returncode}; its output: {log})"
+        )
 
     @property
     def pid(self) -> int:
@@ -113,12 +112,7 @@ class ListeningProcess:
         if self.process.poll() is not None:
             return
         children = process_tree(self.pid)[1:]
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_process(self.process)
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGKILL)
@@ -139,35 +133,22 @@ def _or_zero(read: Callable[[int], float], pid: int) -> float:
         return 0.0  # ended between listing and reading
 
 
-class ServiceProcess(ListeningProcess):
+class ServiceProcess:
     """The service in its own process: `python -m service`, or uvicorn with `--http h11`."""
 
-    def __init__(
-        self,
-        upstream: UpstreamProcess,
-        http: str = "httptools",
-        *,
-        environment: Mapping[str, str] | None = None,
-        cpus: set[int] | None = None,
-        log: Path | None = None,
-    ) -> None:
-        port = free_port()
-        defaults = {
-            "OPENAI_API_KEY": "bench",
-            "OPENAI_BASE_URL": upstream.base_url,
-            "PORT": str(port),
-            "LOG_LEVEL": "warning",
-            "UPSTREAM_MAX_RETRIES": "0",
-        }
-        command = [sys.executable, "-m", "service"]
-        if http == "h11":
-            command = [sys.executable, "-m", "uvicorn", "service.asgi:app", "--http", "h11"]
-            command += ["--loop", "uvloop", "--host", "127.0.0.1", "--port", str(port)]
-            command += ["--log-level", "warning"]
-        super().__init__(
-            command,
-            port,
-            environment={**defaults, **(environment or {})},
-            cpus=cpus,
-            log=log,
+    def __init__(self, upstream: UpstreamProcess, http: str = "httptools") -> None:
+        self.process, base_url = start_service_process(
+            http=http,
+            capture=False,
+            OPENAI_API_KEY="bench",
+            OPENAI_BASE_URL=upstream.base_url,
+            LOG_LEVEL="warning",
+            UPSTREAM_MAX_RETRIES="0",
         )
+        self.port = port_of(base_url)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+    def cpu(self) -> float:
+        return process_cpu_seconds(self.process.pid)

@@ -97,6 +97,7 @@ def test_table_shows_time_added_over_direct() -> None:
     assert "1 x HTTP 429" in rows[3]
 
 
+@pytest.mark.server  # starts the paced upstream, the floor and the service as processes
 def test_a_tiny_real_run(tmp_path: Path) -> None:
     floor, service = (TARGETS[1], TARGETS[2])
     assert (floor.gateway, service.path) == ("floor", "/api/chat/stream")

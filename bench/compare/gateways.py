@@ -8,15 +8,17 @@ floor); LiteLLM is kept offline (below).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compare.targets import LITELLM_KEY
-from bench.processes import ListeningProcess, ServiceProcess
+from bench.processes import ListeningProcess
 from bench.upstream_server import UpstreamProcess
-from tests.conftest import free_port
+from testkit.ports import free_port
+from testkit.service_process import service_env
 
 # Where LiteLLM would fetch files at start-up (model prices, beta headers, blog posts, presets,
 # policy templates): each has a switch to use the copy in the package, and every URL is also
@@ -76,7 +78,7 @@ def start_floor(context: Context) -> ListeningProcess:
     return ListeningProcess(
         command,
         port,
-        environment={"UPSTREAM_BASE_URL": context.upstream.base_url},
+        env={**os.environ, "UPSTREAM_BASE_URL": context.upstream.base_url},
         cpus={context.cpu},
         log=_log(context, "floor"),
     )
@@ -88,21 +90,25 @@ def start_tutorial(context: Context) -> ListeningProcess:
     return ListeningProcess(
         _uvicorn("bench.compare.relays.tutorial:app", port),
         port,
-        environment={"UPSTREAM_BASE_URL": context.upstream.base_url},
+        env={**os.environ, "UPSTREAM_BASE_URL": context.upstream.base_url},
         cpus={context.cpu},
         log=_log(context, "tutorial"),
     )
 
 
 def start_service(context: Context) -> ListeningProcess:
-    # `python -m service` with its defaults (info logging, two retries), one limit raised.
-    return ServiceProcess(
-        context.upstream,
-        environment={
-            "LOG_LEVEL": "info",
-            "UPSTREAM_MAX_RETRIES": "2",
-            "MAX_CONCURRENT_STREAMS": "100000",
-        },
+    # `python -m service` as shipped: its defaults (info logging, two retries), one limit raised.
+    port = free_port()
+    env = service_env(
+        OPENAI_API_KEY="bench",
+        OPENAI_BASE_URL=context.upstream.base_url,
+        PORT=str(port),
+        MAX_CONCURRENT_STREAMS="100000",
+    )
+    return ListeningProcess(
+        [sys.executable, "-m", "service"],
+        port,
+        env=env,
         cpus={context.cpu},
         log=_log(context, "service"),
     )
@@ -119,10 +125,10 @@ def start_litellm(context: Context) -> ListeningProcess:
     return ListeningProcess(
         command,
         port,
-        environment=LITELLM_OFFLINE,
+        env={**os.environ, **LITELLM_OFFLINE},
         cpus={context.cpu},
         log=_log(context, "litellm"),
-        start_seconds=120,  # it imports a great deal
+        timeout=120,  # it imports a great deal
     )
 
 

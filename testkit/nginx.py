@@ -27,16 +27,12 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import free_port
+from testkit.ports import free_port, wait_until_listening
 
 NGINX = "/usr/sbin/nginx"
 START_TIMEOUT_SECONDS = 10.0
@@ -101,8 +97,11 @@ class NginxProxy:
         """Start nginx proxying to `backend_port`; returns once its port accepts connections.
 
         Raises `RuntimeError` with nginx's own error log if it exits or does not listen within
-        `START_TIMEOUT_SECONDS`. A port taken between choosing and binding it is retried.
+        `START_TIMEOUT_SECONDS`, or naming the install script if nginx is missing (an error, not
+        a skip). A port taken between choosing and binding it is retried.
         """
+        if shutil.which(NGINX) is None:
+            raise RuntimeError(f"{NGINX} is missing: run scripts/install-system-deps.sh")
         root = directory or Path(tempfile.mkdtemp(prefix="nginx-proxy-"))
         failure = ""
         for attempt in range(3):
@@ -121,7 +120,7 @@ class NginxProxy:
                 start_new_session=True,  # its workers share its process group, see `stop`
             )
             proxy = cls(work, port, process)
-            if proxy._wait_until_listening():
+            if wait_until_listening(port, START_TIMEOUT_SECONDS, alive=proxy.running):
                 return proxy
             failure = proxy.error_log()
             proxy.stop()
@@ -129,17 +128,8 @@ class NginxProxy:
                 break
         raise RuntimeError(f"nginx did not start:\n{failure}")
 
-    def _wait_until_listening(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                time.sleep(0.02)
-        return False
+    def running(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self) -> None:
         """Stop nginx by its PID: SIGTERM (fast shutdown, workers exit with the master), wait,
@@ -153,27 +143,5 @@ class NginxProxy:
                 self.process.wait(STOP_TIMEOUT_SECONDS)
 
 
+# `start(backend_port, location_extra="") -> base_url`: the shape of the tests' fixture.
 NginxFactory = Callable[..., str]
-
-
-@pytest.fixture
-def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
-    """`start(backend_port, location_extra="") -> base_url` of a stock nginx in front of it.
-
-    Every nginx started is stopped at the end of the test; its files live in the test's
-    `tmp_path`. The test errors (not skips) if nginx is missing: scripts/install-system-deps.sh
-    installs it.
-    """
-    if shutil.which(NGINX) is None:
-        raise RuntimeError(f"{NGINX} is missing: run scripts/install-system-deps.sh")
-    started: list[NginxProxy] = []
-
-    def start(backend_port: int, location_extra: str = "") -> str:
-        directory = tmp_path / f"nginx{len(started)}"
-        proxy = NginxProxy.start(backend_port, location_extra=location_extra, directory=directory)
-        started.append(proxy)
-        return proxy.base_url
-
-    yield start
-    for proxy in started:
-        proxy.stop()
