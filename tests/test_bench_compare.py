@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.compare.load import Level, LevelRun, StreamResult, is_leaver
-from bench.compare.report import table
+from bench.compare.report import Capacity, gateway_table, table
 from bench.compare.run import Cores, Plan, compare
 from bench.compare.stats import ProcessUse, UpstreamRecord, percentile, summarize
 from bench.compare.targets import DIRECT, TARGETS, Target, message_body
@@ -95,6 +95,24 @@ def test_table_shows_time_added_over_direct() -> None:
     assert rows[3].startswith("| relay | 2 | +5.0 / +5.0 |")
     assert "1.5 / not closed (1 of 2 ran to the end)" in rows[3]
     assert "1 x HTTP 429" in rows[3]
+
+
+def test_capacity_table() -> None:
+    records = {3: UpstreamRecord(4, False, 101.1015)}
+    use = ProcessUse(gateway_rss_idle=2**20 * 40)
+    rows = [
+        summarize(name, 2, _run(), records, use, answer_tokens=10, answer_seconds=0.1)
+        for name in ("direct", "fast", "slow")
+    ]
+    capacities = [
+        Capacity("fast", 14_950.0, 150, "TTFT p99 +120 ms at 200 streams (twice)"),
+        Capacity("slow", 0.0, 0, "TTFT p99 +900 ms at 10 streams (twice)"),
+    ]
+    lines = gateway_table(rows, capacities).splitlines()
+    assert lines[2:] == [
+        "| fast | 40 | 14,950 | 150 | TTFT p99 +120 ms at 200 streams (twice) |",
+        "| slow | 40 | none | - | TTFT p99 +900 ms at 10 streams (twice) |",
+    ]
 
 
 @pytest.mark.server  # starts the paced upstream, the floor and the service as processes

@@ -105,10 +105,12 @@ def gateway_table(summaries: Sequence[Summary], capacities: Sequence[Capacity]) 
         capacity = by_target.get(target)
         if capacity is None:
             lines.append(f"| {target} | {rss} | - | - | not swept |")
+        elif not capacity.concurrency:
+            lines.append(f"| {target} | {rss} | none | - | {capacity.stopped_by} |")
         else:
             lines.append(
                 f"| {target} | {rss} | {capacity.tokens_per_second:,.0f} "
-                f"| {capacity.concurrency or '-'} | {capacity.stopped_by} |"
+                f"| {capacity.concurrency} | {capacity.stopped_by} |"
             )
     return "\n".join(lines)
 
@@ -176,7 +178,7 @@ def render(
     if sweep:
         swept_direct = {s.concurrency: s for s in sweep if s.target == "direct"}
         parts += [
-            "Capacity sweep (no leavers; a target stops at its first level over budget):",
+            "Capacity sweep (no leavers; a target stops at the first level it fails twice):",
             "",
             table(sweep, swept_direct),
             "",

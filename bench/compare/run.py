@@ -76,7 +76,7 @@ def _describe(level: Level) -> str:
 QUICK = Plan(levels=(Level(1, 4, 0.5), Level(100, 1, 0.1), Level(250, 1, 0.1)), grace_seconds=10.0)
 FULL = Plan(
     levels=(Level(1, 25, 0.8), Level(100, 3, 0.1), Level(250, 3, 0.1)),
-    sweep=(50, 100, 150, 200, 300, 400, 500, 600, 800, 1000),
+    sweep=(10, 25, 50, 100, 150, 200, 300, 400, 500, 600, 800, 1000),
 )
 
 
@@ -235,8 +235,10 @@ class Session:
         return None
 
     async def measure(
-        self, target: Target, level: Level, outcome: Outcome | None = None
+        self, target: Target, level: Level, outcome: Outcome | None = None, *, memory: bool = True
     ) -> Summary:
+        """One level of `target`. `memory`: report memory per stream, which is only right while
+        levels rise (the heap keeps what an earlier, busier level grew it to)."""
         gateway = self.gateways.get(target.gateway) if target.gateway else None
         peak = 0
 
@@ -278,7 +280,7 @@ class Session:
         records = await self.settled_records(run)
         use = ProcessUse(
             gateway_cpu_seconds=cpu_used,
-            gateway_rss_peak=peak if gateway else None,
+            gateway_rss_peak=peak if gateway and memory else None,
             gateway_rss_idle=self.idle_rss.get(target.gateway or ""),
             load_cpu_seconds=load_used,
         )
@@ -325,6 +327,15 @@ class Session:
             for label, (sent, completed, left_at) in stats["streams"].items()
         }
 
+    def _failure(self, summary: Summary, direct: Summary) -> str | None:
+        """Why `summary` fails the sweep's pass mark, or None."""
+        added = summary.ttft_p99 - direct.ttft_p99
+        if summary.errors or summary.delivered < 0.999:
+            return "errors or lost tokens"
+        if math.isnan(added) or added > self.plan.ttft_budget_seconds:
+            return f"TTFT p99 +{added * 1000:,.0f} ms"
+        return None
+
     async def sweep(self, targets: Sequence[Target], outcome: Outcome) -> None:
         """Raise the streams open until each target's TTFT p99 leaves the budget."""
         alive = list(targets)
@@ -333,7 +344,7 @@ class Session:
         per_stream = 1 / self.plan.pause_seconds
         for streams in self.plan.sweep:
             level = Level(streams, self.plan.sweep_rounds)
-            direct = await self.measure(DIRECT, level)
+            direct = await self.measure(DIRECT, level, memory=False)
             outcome.sweep.append(direct)
             if direct.errors or direct.tokens_per_second < 0.9 * streams * per_stream:
                 reason = (
@@ -344,16 +355,18 @@ class Session:
                 alive = []
                 break
             for target in list(alive):
-                summary = await self.measure(target, level)
-                outcome.sweep.append(summary)
-                added = summary.ttft_p99 - direct.ttft_p99
-                if summary.errors or summary.delivered < 0.999:
-                    stopped[target.name] = f"errors or lost tokens at {streams} streams"
-                elif math.isnan(added) or added > self.plan.ttft_budget_seconds:
-                    stopped[target.name] = f"TTFT p99 +{added * 1000:,.0f} ms at {streams}"
-                else:
+                # One noisy moment on a shared machine can fail a level: a failed level is run
+                # once more, and the target stops only if it fails again.
+                for _ in range(2):
+                    summary = await self.measure(target, level, memory=False)
+                    outcome.sweep.append(summary)
+                    failure = self._failure(summary, direct)
+                    if failure is None:
+                        break
+                if failure is None:
                     passed[target.name] = summary
                     continue
+                stopped[target.name] = f"{failure} at {streams} streams (twice)"
                 alive.remove(target)
             if not alive:
                 break
