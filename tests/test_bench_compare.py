@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench.compare.load import Level, LevelRun, StreamResult, is_leaver
+from bench.compare.profile import by_part, fold
 from bench.compare.report import Capacity, gateway_table, table
 from bench.compare.run import Cores, Plan, compare
 from bench.compare.stats import ProcessUse, UpstreamRecord, percentile, summarize
@@ -95,6 +96,25 @@ def test_table_shows_time_added_over_direct() -> None:
     assert rows[3].startswith("| relay | 2 | +5.0 / +5.0 |")
     assert "1.5 / not closed (1 of 2 ran to the end)" in rows[3]
     assert "1 x HTTP 429" in rows[3]
+
+
+def test_profile_folding() -> None:
+    collapsed = (
+        'process 7:"python -m service";thread (0x1);run (a.py:3);'
+        "send (uvicorn/protocols/http/httptools_impl.py:470);"
+        "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:480) 6\n"
+        "run (a.py:3);_events_of (service/upstream/openai_chat.py:150);"
+        "loads (json/__init__.py:346) 3\n"
+        "run (a.py:4);poll (b.py:9) 1\n"
+    )
+    total, own, inclusive = fold(collapsed)
+    assert total == 10
+    assert inclusive["run (a.py)"] == 10  # line numbers are folded away
+    assert own["loads (json/__init__.py)"] == 3
+    parts = by_part(collapsed)
+    assert parts["socket write to the client (uvicorn send)"] == 6
+    assert parts["json.loads of each chunk, picking its fields"] == 3
+    assert sum(parts.values()) == 10
 
 
 def test_capacity_table() -> None:

@@ -23,6 +23,30 @@ from pathlib import Path
 
 _LINE = re.compile(r":\d+\)$")
 
+# Parts of a relay's path, each recognised by a piece of a frame's name: a sample counts for
+# the first part any frame of its stack matches (so a write under the send loop is "send").
+PARTS = [
+    (
+        "SDK request: create() until the response headers",
+        ("AsyncResponseContextManager.__aenter__",),
+    ),
+    ("socket write to the client (uvicorn send)", ("RequestResponseCycle.send",)),
+    ("logging", ("(logging/",)),
+    ("json.loads of each chunk, picking its fields", ("_events_of",)),
+    ("SDK typed stream (its reads, parsing, a model per token)", ("(openai/_streaming",)),
+    (
+        "upstream read: aiohttp protocol and reader, SDK/httpx2 adapters",
+        ("(aiohttp/", "aiter_raw", "aiter_bytes", "BoundAsyncStream", "iter_bytes", "iter_any"),
+    ),
+    ("SSE decode", ("SSEDecoder",)),
+    ("SSE encode", ("(service/wire/sse.py)", "ServerSentEvent.encode")),
+    (
+        "route, validation, dependencies",
+        ("(fastapi/routing", "(fastapi/dependencies", "(pydantic", "Request.body", "Request.json"),
+    ),
+    ("uvicorn request parsing and connections", ("(uvicorn/protocols/http/httptools_impl.py)",)),
+]
+
 
 def py_spy() -> str | None:
     """py-spy beside this Python (the venv's), else on PATH."""
@@ -83,11 +107,32 @@ def fold(collapsed: str) -> tuple[int, Counter[str], Counter[str]]:
     return total, own, inclusive
 
 
+def by_part(collapsed: str) -> Counter[str]:
+    """Samples per part of the path (`PARTS`); the rest under "other"."""
+    parts: Counter[str] = Counter()
+    for line in collapsed.splitlines():
+        stack, _, number = line.rpartition(" ")
+        if not stack or not number.isdigit():
+            continue
+        frames = _frames(stack)
+        part = next(
+            (name for name, marks in PARTS if any(m in f for f in frames for m in marks)),
+            "other: event loop, generator layers, the service's own glue",
+        )
+        parts[part] += int(number)
+    return parts
+
+
 def render(title: str, collapsed: str, count: int = 25) -> str:
     total, own, inclusive = fold(collapsed)
     if not total:
         return f"## {title}\n\nNo samples.\n"
     lines = [f"## {title}", "", f"{total} samples holding the GIL.", ""]
+    lines += ["| part of the path | samples |", "|---|--:|"]
+    lines += [
+        f"| {part} | {samples / total:.1%} |" for part, samples in by_part(collapsed).most_common()
+    ]
+    lines += [""]
     lines += ["Most samples with everything they call:", "", "| function | inclusive | own |"]
     lines += ["|---|--:|--:|"]
     lines += [
