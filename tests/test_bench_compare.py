@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from bench.compare.load import Level, LevelRun, StreamResult, is_leaver
+from bench.compare.plan import Plan
 from bench.compare.profile import by_part, fold
-from bench.compare.report import Capacity, gateway_table, table
-from bench.compare.run import Cores, Plan, compare
+from bench.compare.report import gateway_table, table
+from bench.compare.run import Cores, compare
 from bench.compare.stats import ProcessUse, UpstreamRecord, percentile, summarize
+from bench.compare.sweep import Capacity
 from bench.compare.targets import DIRECT, TARGETS, Target, message_body
 
 pytestmark = pytest.mark.bench
@@ -96,6 +98,7 @@ def test_table_shows_time_added_over_direct() -> None:
     assert rows[3].startswith("| relay | 2 | +5.0 / +5.0 |")
     assert "1.5 / not closed (1 of 2 ran to the end)" in rows[3]
     assert "1 x HTTP 429" in rows[3]
+    assert "| 60.0% |" in rows[3]  # 18 of 30 tokens
 
 
 def test_profile_folding() -> None:

@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from bench.compare.plan import FULL, QUICK
 from bench.compare.report import machine, render, versions
-from bench.compare.run import FULL, QUICK, Cores, Profiling, compare
+from bench.compare.run import Cores, Profiling, compare
 from bench.compare.targets import TARGETS
 
 

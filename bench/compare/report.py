@@ -11,22 +11,12 @@ import os
 import platform
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bench.compare.stats import SETTLE_SECONDS, Summary
+from bench.compare.sweep import Capacity
 
 PACKAGES = ("uvicorn", "openai", "aiohttp", "fastapi", "sse-starlette")
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """The sweep's verdict for one target: the busiest level it passed, and why it stopped."""
-
-    target: str
-    tokens_per_second: float
-    concurrency: int
-    stopped_by: str
 
 
 def _ms(seconds: float, *, signed: bool = False) -> str:
@@ -39,6 +29,13 @@ def _ms(seconds: float, *, signed: bool = False) -> str:
         text = f"{value / 1000:+.1f} s" if signed else f"{value / 1000:.1f} s"
         return text
     return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def _share(share: float) -> str:
+    """A share rounded down, so that 99.96 % never reads as everything."""
+    if math.isnan(share):
+        return "-"
+    return f"{math.floor(share * 1000) / 10:.1f}%"
 
 
 def _disconnect(summary: Summary) -> str:
@@ -77,7 +74,7 @@ def table(summaries: Sequence[Summary], direct: dict[int, Summary]) -> str:
         memory = (
             "-" if summary.memory_per_stream is None else f"{summary.memory_per_stream / 1024:.0f}"
         )
-        delivered = "-" if math.isnan(summary.delivered) else f"{summary.delivered:.1%}"
+        delivered = _share(summary.delivered)
         lines.append(
             f"| {summary.target} | {summary.concurrency} | {ttft} | {_ms(summary.gap_p99)} "
             f"| {delivered} | {cpu} | {memory} | {_disconnect(summary)} "

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import os
 import re
 import resource
@@ -26,58 +25,14 @@ import uvloop
 
 from bench.compare.gateways import GATEWAYS, Context
 from bench.compare.load import Level, LevelRun, run_level
+from bench.compare.plan import Plan
 from bench.compare.profile import Recording
 from bench.compare.profile import render as render_profile
-from bench.compare.report import Capacity
 from bench.compare.stats import SETTLE_SECONDS, ProcessUse, Summary, UpstreamRecord, summarize
+from bench.compare.sweep import Capacity, sweep
 from bench.compare.targets import DIRECT, Target
 from bench.processes import ListeningProcess, process_cpu_seconds
 from bench.upstream_server import UpstreamProcess
-
-
-@dataclass(frozen=True)
-class Plan:
-    levels: tuple[Level, ...]
-    # Streams open at each step of the capacity sweep (empty: no sweep).
-    sweep: tuple[int, ...] = ()
-    sweep_rounds: int = 2
-    # The sweep's pass mark: TTFT p99 at most this much above calling the upstream directly.
-    ttft_budget_seconds: float = 0.1
-    answer_tokens: int = 200
-    pause_seconds: float = 0.01  # 100 tokens per second
-    # Streams still open this long after their level should have ended are cut (timeouts).
-    grace_seconds: float = 30.0
-    # A target whose added TTFT p50 exceeds this is saturated: its busier levels are skipped.
-    saturated_seconds: float = 5.0
-
-    @property
-    def answer_seconds(self) -> float:
-        return self.answer_tokens * self.pause_seconds
-
-    def describe(self) -> str:
-        levels = "; ".join(_describe(level) for level in self.levels)
-        sweep = (
-            f"; capacity sweep over {', '.join(map(str, self.sweep))} open streams "
-            f"({self.sweep_rounds} in a row)"
-            if self.sweep
-            else "; no capacity sweep"
-        )
-        rate = 1 / self.pause_seconds
-        return f"{self.answer_tokens} tokens per answer at {rate:.0f} tokens/s; {levels}{sweep}"
-
-
-def _describe(level: Level) -> str:
-    text = f"{level.concurrency} open x {level.streams_per_worker} in a row"
-    if level.leave_share:
-        text += f", {level.leave_share:.0%} leave after {level.leave_after} tokens"
-    return text
-
-
-QUICK = Plan(levels=(Level(1, 4, 0.5), Level(100, 1, 0.1), Level(250, 1, 0.1)), grace_seconds=10.0)
-FULL = Plan(
-    levels=(Level(1, 25, 0.8), Level(100, 3, 0.1), Level(250, 3, 0.1)),
-    sweep=(10, 25, 50, 100, 150, 200, 300, 400, 500, 600, 800, 1000),
-)
 
 
 @dataclass
@@ -136,7 +91,7 @@ def compare(
     finally:
         os.sched_setaffinity(0, affinity)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    outcome.notes.append(f"gateway output: {logs}")
+    print(f"gateway output: {logs}", flush=True)
     return outcome
 
 
@@ -208,7 +163,11 @@ class Session:
                     )
                     outcome.notes.append(note)
         if self.plan.sweep:
-            await self.sweep(measurable, outcome)
+
+            async def measure(target: Target, level: Level) -> Summary:
+                return await self.measure(target, level, memory=False)
+
+            outcome.sweep, outcome.capacities = await sweep(measure, self.plan, measurable)
 
     def port_of(self, target: Target) -> int:
         if target.gateway is None:
@@ -326,62 +285,6 @@ class Session:
             int(label): UpstreamRecord(tokens_sent=sent, completed=completed, left_at=left_at)
             for label, (sent, completed, left_at) in stats["streams"].items()
         }
-
-    def _failure(self, summary: Summary, direct: Summary) -> str | None:
-        """Why `summary` fails the sweep's pass mark, or None."""
-        added = summary.ttft_p99 - direct.ttft_p99
-        if summary.errors or summary.delivered < 0.999:
-            return "errors or lost tokens"
-        if math.isnan(added) or added > self.plan.ttft_budget_seconds:
-            return f"TTFT p99 +{added * 1000:,.0f} ms"
-        return None
-
-    async def sweep(self, targets: Sequence[Target], outcome: Outcome) -> None:
-        """Raise the streams open until each target's TTFT p99 leaves the budget."""
-        alive = list(targets)
-        passed: dict[str, Summary] = {}
-        stopped: dict[str, str] = {}
-        per_stream = 1 / self.plan.pause_seconds
-        for streams in self.plan.sweep:
-            level = Level(streams, self.plan.sweep_rounds)
-            direct = await self.measure(DIRECT, level, memory=False)
-            outcome.sweep.append(direct)
-            if direct.errors or direct.tokens_per_second < 0.9 * streams * per_stream:
-                reason = (
-                    f"load side limit (direct {direct.tokens_per_second:,.0f} tokens/s "
-                    f"at {streams} streams)"
-                )
-                stopped.update({target.name: reason for target in alive})
-                alive = []
-                break
-            for target in list(alive):
-                # One noisy moment on a shared machine can fail a level: a failed level is run
-                # once more, and the target stops only if it fails again.
-                for _ in range(2):
-                    summary = await self.measure(target, level, memory=False)
-                    outcome.sweep.append(summary)
-                    failure = self._failure(summary, direct)
-                    if failure is None:
-                        break
-                if failure is None:
-                    passed[target.name] = summary
-                    continue
-                stopped[target.name] = f"{failure} at {streams} streams (twice)"
-                alive.remove(target)
-            if not alive:
-                break
-        for target in alive:
-            stopped[target.name] = "end of the sweep"
-        for target in targets:
-            best = passed.get(target.name)
-            outcome.capacities.append(
-                Capacity(
-                    target=target.name,
-                    tokens_per_second=best.tokens_per_second if best else 0.0,
-                    concurrency=best.concurrency if best else 0,
-                    stopped_by=stopped.get(target.name, "not swept"),
-                )
-            )
 
 
 def _progress(summary: Summary) -> str:
