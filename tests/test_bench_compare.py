@@ -19,8 +19,8 @@ from bench.compare.plan import Plan
 from bench.compare.profile import by_part, fold
 from bench.compare.report import gateway_table, table
 from bench.compare.run import Cores, compare
-from bench.compare.stats import ProcessUse, UpstreamRecord, percentile, summarize
-from bench.compare.sweep import Capacity
+from bench.compare.stats import ProcessUse, Summary, UpstreamRecord, percentile, summarize
+from bench.compare.sweep import Capacity, sweep
 from bench.compare.targets import DIRECT, TARGETS, Target, message_body
 
 pytestmark = pytest.mark.bench
@@ -136,6 +136,43 @@ def test_capacity_table() -> None:
         "| fast | 40 | 14,950 | 150 | TTFT p99 +120 ms at 200 streams (twice) |",
         "| slow | 40 | none | - | TTFT p99 +900 ms at 10 streams (twice) |",
     ]
+
+
+async def test_sweep_stops_each_target_at_the_level_it_fails_twice() -> None:
+    """A fake measure: 'steady' passes up to 20 streams, 'flaky' fails 20 streams once only."""
+    calls: list[tuple[str, int]] = []
+
+    async def measure(target: Target, level: Level) -> Summary:
+        calls.append((target.name, level.concurrency))
+        added = 0.0
+        if target.name == "steady" and level.concurrency > 20:
+            added = 0.5
+        if target.name == "flaky" and calls.count(("flaky", 20)) == 1 and level.concurrency == 20:
+            added = 0.5
+        run = LevelRun(started=0.0, seconds=6.0, buckets=[level.concurrency * 10] * 60)
+        run.results = [StreamResult(1, False, 0.0, status=200, first_token_at=0.01 + added)]
+        run.results[0].tokens = 10
+        return summarize(
+            target.name,
+            level.concurrency,
+            run,
+            {},
+            ProcessUse(),
+            answer_tokens=10,
+            answer_seconds=2.0,
+        )
+
+    targets = [Target(name, "floor", "/", message_body) for name in ("steady", "flaky")]
+    plan = Plan(levels=(), sweep=(10, 20, 40), answer_tokens=200, pause_seconds=0.01)
+    measured, capacities = await sweep(measure, plan, targets)
+    assert capacities == [
+        # 100 tokens per stream per second, as the made-up buckets say
+        Capacity("steady", 2000.0, 20, "TTFT p99 +500 ms at 40 streams (twice)"),
+        Capacity("flaky", 4000.0, 40, "end of the sweep"),
+    ]
+    assert calls.count(("flaky", 20)) == 2  # failed once, passed when run again
+    assert calls.count(("steady", 40)) == 2
+    assert [s.target for s in measured].count("direct") == 3
 
 
 @pytest.mark.server  # starts the paced upstream, the floor and the service as processes
