@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 LOCK_OPTIONS := $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" --quiet
 
-.PHONY: run test check lint check-deploy system-deps bench bench-compare lock clean
+.PHONY: run test check lint check-deploy system-deps frontend bench bench-compare lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -59,7 +59,19 @@ check-deploy: $(VENV)/.dev-installed
 system-deps:
 	@scripts/install-system-deps.sh
 
-test: system-deps lint check-deploy
+# The React app in frontend/: installed from its lock file (npm ci, npm registry only), type
+# checked and built into frontend/dist, and its vitest suite run. Needs node 20.19+ and npm.
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a == 20 && b >= 19) ? 0 : 1)' \
+		&& command -v npm >/dev/null || { echo "node 20.19 or newer and npm are needed for frontend/ (vite 8)"; exit 1; }
+	cd frontend && npm ci --no-audit --no-fund
+	@touch $@
+
+frontend: frontend/node_modules/.installed
+	cd frontend && npm run build
+	cd frontend && npm test
+
+test: system-deps lint check-deploy frontend
 	$(BIN)/pytest
 
 bench: system-deps $(VENV)/.dev-installed
@@ -69,7 +81,7 @@ bench: system-deps $(VENV)/.dev-installed
 
 # Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README
 # "Benchmarks". LiteLLM pins an older openai, so it gets a virtual environment of its own.
-# BENCH_ARGS=--quick for a ~2 minute run.
+# BENCH_ARGS=--quick for a 2-3 minute run.
 LITELLM := .bench-venvs/litellm/bin/litellm
 $(LITELLM): bench/litellm-requirements.txt
 	$(PYTHON) -m venv .bench-venvs/litellm
@@ -80,4 +92,5 @@ bench-compare: $(VENV)/.dev-installed $(LITELLM)
 	$(BIN)/python -m bench.compare --litellm $(LITELLM) $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .bench-venvs .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .bench-venvs .mypy_cache .pytest_cache .ruff_cache .hypothesis \
+		frontend/node_modules frontend/dist

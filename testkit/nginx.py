@@ -15,7 +15,10 @@ of it outlives the test. The proxy is deliberately *stock*: the only proxy direc
 So a test that streams through it proves the service's own headers are enough for a default
 nginx. `location_extra` adds directives to the `location` for control experiments, for example
 `proxy_ignore_headers X-Accel-Buffering;` to see what a stream without the header would get
-(https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_ignore_headers).
+(https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_ignore_headers). `locations`
+replaces the stock `location /` with the caller's own blocks (the web server of a built frontend:
+static files, and `/api/` proxied with the README's settings); `{backend}` in it is the
+backend's URL.
 
 Everything nginx writes (pid, logs, temp files, lock) stays inside the directory, it listens on
 127.0.0.1 only, and it works both as root (`user root;`, so the worker does not switch to an
@@ -39,8 +42,26 @@ START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
 
 
-def render_config(directory: Path, listen_port: int, backend_port: int, location_extra: str) -> str:
-    """The whole nginx.conf: one server, one `location /` that only does `proxy_pass`."""
+STOCK_LOCATIONS = """\
+        location / {{
+            # Stock proxying: https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_pass
+            proxy_pass {{backend}};
+            {location_extra}
+        }}"""
+
+
+def render_config(
+    directory: Path,
+    listen_port: int,
+    backend_port: int,
+    location_extra: str,
+    locations: str | None = None,
+) -> str:
+    """The whole nginx.conf: one server with `locations`, by default one `location /` that only
+    does `proxy_pass`."""
+    blocks = (locations or STOCK_LOCATIONS.format(location_extra=location_extra)).replace(
+        "{backend}", f"http://127.0.0.1:{backend_port}"
+    )
     # As root the worker would switch to the compiled-in user (`nobody`), which may not be able
     # to read the temp directory: https://nginx.org/en/docs/ngx_core_module.html#user. As a
     # normal user the directive would only log a warning, so it is left out.
@@ -64,11 +85,7 @@ http {{
     scgi_temp_path {d}/scgi;
     server {{
         listen 127.0.0.1:{listen_port};
-        location / {{
-            # Stock proxying: https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_pass
-            proxy_pass http://127.0.0.1:{backend_port};
-            {location_extra}
-        }}
+{blocks}
     }}
 }}
 """
@@ -92,7 +109,12 @@ class NginxProxy:
 
     @classmethod
     def start(
-        cls, backend_port: int, *, location_extra: str = "", directory: Path | None = None
+        cls,
+        backend_port: int,
+        *,
+        location_extra: str = "",
+        locations: str | None = None,
+        directory: Path | None = None,
     ) -> NginxProxy:
         """Start nginx proxying to `backend_port`; returns once its port accepts connections.
 
@@ -109,7 +131,7 @@ class NginxProxy:
             work.mkdir(parents=True)
             port = free_port()
             config = work / "nginx.conf"
-            config.write_text(render_config(work, port, backend_port, location_extra))
+            config.write_text(render_config(work, port, backend_port, location_extra, locations))
             # -p: prefix for relative paths; -e: the error log used before the config is read;
             # daemon off keeps nginx our child: https://nginx.org/en/docs/ngx_core_module.html#daemon
             process = subprocess.Popen(
@@ -143,5 +165,5 @@ class NginxProxy:
                 self.process.wait(STOP_TIMEOUT_SECONDS)
 
 
-# `start(backend_port, location_extra="") -> base_url`: the shape of the tests' fixture.
+# `start(backend_port, location_extra="", locations=None) -> base_url`: the tests' fixture.
 NginxFactory = Callable[..., str]

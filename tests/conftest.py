@@ -90,7 +90,8 @@ def service(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningS
 
 @pytest.fixture
 def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
-    """`start(backend_port, location_extra="") -> base_url` of a stock nginx in front of it.
+    """`start(backend_port, location_extra="", locations=None) -> base_url` of an nginx in front
+    of it (stock unless `locations` says otherwise; see `testkit.nginx`).
 
     Every nginx started is stopped at the end of the test; its files live in the test's
     `tmp_path`. The test errors (not skips) if nginx is missing: scripts/install-system-deps.sh
@@ -98,9 +99,11 @@ def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
     """
     started: list[NginxProxy] = []
 
-    def start(backend_port: int, location_extra: str = "") -> str:
+    def start(backend_port: int, location_extra: str = "", locations: str | None = None) -> str:
         directory = tmp_path / f"nginx{len(started)}"
-        proxy = NginxProxy.start(backend_port, location_extra=location_extra, directory=directory)
+        proxy = NginxProxy.start(
+            backend_port, location_extra=location_extra, locations=locations, directory=directory
+        )
         started.append(proxy)
         return proxy.base_url
 
