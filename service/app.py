@@ -66,7 +66,9 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
             allow_origins=list(resolved.cors_origins),
             allow_credentials=resolved.cors_allow_credentials,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Accept", "Last-Event-ID"],
+            # Any request header: the OpenAI JS SDK sends its own `x-stainless-*` headers, and
+            # the origins, not the headers, are what keeps other sites out.
+            allow_headers=["*"],
             expose_headers=["Retry-After", "x-should-retry"],
             max_age=600,
         )
