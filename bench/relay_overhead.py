@@ -11,6 +11,12 @@ passthrough `/v1/chat/completions` (the upstream's bytes relayed per event, issu
 2. TTFT at 100 concurrent streams, the upstream pacing 100 tokens per stream 20 ms apart (the
    service relays 5,000 tokens/s): as the clients see it through the service, and calling the
    upstream directly; plus the service's CPU per token while doing it.
+3. The fixed cost of a request: 1-token answers one after another, the service's CPU per
+   request (everything before and around the first token) and the TTFT it adds to calling the
+   upstream directly (issue #12's target: at most 1 ms of CPU).
+
+`python -m bench.relay_overhead [burst|concurrent|request ...]` runs the parts named (all by
+default).
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import sys
 import time
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 import uvloop
@@ -83,7 +91,7 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered):6.1f} ms, p95 {p95:6.1f} ms, max {ordered[-1]:6.1f} ms"
 
 
-async def cpu_per_token(tokens: int = 20_000, runs: int = 3) -> None:
+async def cpu_per_token(tokens: int = 20_000, runs: int = 5) -> None:
     """The median of `runs` bursts per route, the routes taking turns on one service."""
     upstream = UpstreamProcess(tokens, 0)
     service = ServiceProcess(upstream)
@@ -98,9 +106,9 @@ async def cpu_per_token(tokens: int = 20_000, runs: int = 3) -> None:
                 used = service.cpu() - before
                 assert received == tokens, (route.name, received)
                 samples[route.name].append(used / tokens * 1e6)
-        print(f"service CPU per relayed token (burst of {tokens}, median of {runs}):")
+        print(f"service CPU per relayed token (burst of {tokens}, median and least of {runs}):")
         for name, values in samples.items():
-            print(f"  {name:22} {statistics.median(values):6.1f} µs")
+            print(f"  {name:22} {statistics.median(values):6.1f} µs (least {min(values):.1f})")
     finally:
         service.stop()
         upstream.stop()
@@ -134,9 +142,51 @@ async def concurrent_ttft(streams: int = 100, tokens: int = 100, pause: float = 
         upstream.stop()
 
 
+async def per_request(requests: int = 300, runs: int = 3) -> None:
+    """CPU per request and sequential TTFT, 1-token answers: the cost before the first token."""
+    upstream = UpstreamProcess(1, 0)
+    service = ServiceProcess(upstream)
+    upstream_port = int(upstream.base_url.rsplit(":", 1)[1])
+    try:
+        direct = [(await stream_once(upstream_port, PASSTHROUGH))[0] for _ in range(requests)]
+        for route in ROUTES:
+            for _ in range(20):
+                await stream_once(service.port, route)  # warm up
+        cpu: dict[str, list[float]] = {route.name: [] for route in ROUTES}
+        ttft: dict[str, list[float]] = {route.name: [] for route in ROUTES}
+        for _ in range(runs):
+            for route in ROUTES:
+                before = service.cpu()
+                for _ in range(requests):
+                    first, received = await stream_once(service.port, route)
+                    assert received == 1, (route.name, received)
+                    ttft[route.name].append(first)
+                cpu[route.name].append((service.cpu() - before) / requests * 1e3)
+        direct_p50 = statistics.median(direct) * 1e3
+        print(f"1-token answers, {requests} in a row (median and least of {runs} runs):")
+        print(f"  TTFT calling the upstream directly: p50 {direct_p50:.2f} ms")
+        for route in ROUTES:
+            p50 = statistics.median(ttft[route.name]) * 1e3
+            print(
+                f"  {route.name:22} CPU per request {statistics.median(cpu[route.name]):.2f} ms"
+                f" (least {min(cpu[route.name]):.2f})"
+                f", TTFT p50 {p50:.2f} ms (+{p50 - direct_p50:.2f} ms)"
+            )
+    finally:
+        service.stop()
+        upstream.stop()
+
+
+PARTS: dict[str, Callable[[], Awaitable[None]]] = {
+    "burst": cpu_per_token,
+    "concurrent": concurrent_ttft,
+    "request": per_request,
+}
+
+
 async def main() -> None:
-    await cpu_per_token()
-    await concurrent_ttft()
+    for name in sys.argv[1:] or PARTS:
+        await PARTS[name]()
 
 
 if __name__ == "__main__":

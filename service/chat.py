@@ -1,5 +1,5 @@
-"""One chat stream, assembled: upstream -> first-token deadline -> stream deadline -> metrics
-observer -> relay.
+"""One chat stream, assembled: upstream -> time bounds (first token, idle, whole stream) ->
+relay (which feeds the metrics recorder).
 
 The routes own HTTP and translate their bodies into a `StreamRequest` (or, for OpenAI's own APIs
 relayed as they are, a `PassthroughRequest`); this owns which model is asked and how the pieces
@@ -17,10 +17,9 @@ from service.chunking import rechunk_words
 from service.deadline import within_deadline
 from service.domain import CompletionParams, PassthroughParams, PassthroughRequest, StreamRequest
 from service.events import ResponseEvent, UpstreamEvent
-from service.metrics import StreamRecorder, observe
+from service.metrics import StreamRecorder
 from service.relay import relay
 from service.settings import Settings
-from service.timeouts import first_event_within
 from service.upstream.base import ChatUpstream
 
 
@@ -89,12 +88,14 @@ class ChatService:
         *,
         first_token_deadline: bool,
     ) -> OpenedStream:
-        if first_token_deadline:
-            upstream = first_event_within(upstream, self.settings.first_token_timeout_seconds)
+        settings = self.settings
         upstream = within_deadline(
             upstream,
-            max_seconds=self.settings.max_stream_seconds,
-            idle_seconds=self.settings.upstream_read_timeout_seconds,
+            max_seconds=settings.max_stream_seconds,
+            idle_seconds=settings.upstream_read_timeout_seconds,
+            first_event_seconds=settings.first_token_timeout_seconds
+            if first_token_deadline
+            else None,
         )
-        events = relay(observe(upstream, recorder), recorder)
+        events = relay(upstream, recorder)
         return OpenedStream(recorder.stream_id, events, recorder)

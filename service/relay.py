@@ -8,11 +8,13 @@ means nothing was said yet, and the response can still be a real HTTP error (`se
 recorder's metrics, so it is sent once the upstream stream is over.
 
 A `Relayed` upstream event (the OpenAI-compatible routes) passes through like text; its finish
-reason and usage were recorded by the observer, which the `StreamEnded` then reports.
+reason and usage were recorded by the recorder, which the `StreamEnded` then reports. Every
+upstream event is shown to the recorder (`StreamRecorder.record`) before it is relayed.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
@@ -43,8 +45,11 @@ async def relay(
     sent_start = False
     finish_reason: str | None = None
     usage: Usage | None = None
+    record = recorder.record
+    recorder.upstream_started_at = time.perf_counter()
     async with aclosing(events):
         async for event in events:
+            record(event)
             if isinstance(event, (TextDelta, ReasoningDelta, Relayed)):
                 if not sent_start:
                     sent_start = True

@@ -53,3 +53,20 @@ async def test_an_outside_cancellation_is_not_swallowed() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_the_first_event_bound_ends_a_silent_start_with_a_timeout() -> None:
+    events = within_deadline(paced([5]), max_seconds=10, idle_seconds=10, first_event_seconds=0.05)
+    received = [event async for event in events]
+    assert len(received) == 1
+    assert isinstance(received[0], Failed)
+    assert received[0].error.error_type == "upstream_timeout"
+    assert "no token within 0.05 s" in received[0].error.message
+
+
+async def test_the_first_event_bound_no_longer_applies_once_it_came() -> None:
+    events = within_deadline(
+        paced([0, 0.1, 0.1]), max_seconds=10, idle_seconds=1, first_event_seconds=0.05
+    )
+    received = [event async for event in events]
+    assert received == [TextDelta("0"), TextDelta("1"), TextDelta("2")]
