@@ -25,6 +25,7 @@ from testkit.fake_upstream import split_awkwardly
 from testkit.openai_fakes import (
     chat_chunk,
     choice,
+    openai_pieces,
     responses_events,
     responses_pieces,
     tool_call_pieces,
@@ -119,6 +120,42 @@ async def test_demo_chat_completion_is_an_sdk_completion(demo: DemoUpstream) -> 
     assert completion.choices[0].finish_reason == "length"
     assert completion.usage is not None
     assert completion.usage.completion_tokens == 2
+
+
+def compact_chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+    """A chunk's payload as OpenAI writes it: compact JSON, `usage: null`."""
+    body = {"object": "chat.completion.chunk", "choices": choices, "usage": None, **extra}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=1))
+def test_a_text_token_read_from_bytes_is_the_parsed_text(text: str) -> None:
+    payload = compact_chunk([choice(0, {"content": text})])
+    fast = openai_events.plain_text_of(payload)
+    assert fast is None or fast == text
+    unescaped = all(c not in text for c in '"\\') and all(ord(c) >= 0x20 for c in text)
+    if unescaped and not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
+        assert fast == text  # the common token takes the fast path
+
+
+def test_only_a_lone_text_token_is_read_from_bytes() -> None:
+    read = openai_events.plain_text_of
+    assert read(data_of(openai_pieces([" w1"])[1])) == " w1"  # OpenAI's own bytes
+    not_plain = [
+        compact_chunk([choice(0, {"role": "assistant", "content": ""})]),
+        compact_chunk([choice(0, {"content": "x"}, "stop")]),
+        compact_chunk([choice(1, {"content": "second choice"})]),
+        compact_chunk([choice(0, {"content": "a"}), choice(1, {"content": "b"})]),
+        compact_chunk([choice(0, {"content": "x", "reasoning_content": "hm"})]),
+        compact_chunk([choice(0, {"content": "x"})], usage={"completion_tokens": 1}),
+        compact_chunk([choice(0, {"content": "x"})], error={"message": "no"}),
+        compact_chunk([choice(0, {"content": 'say "hi"'})]),
+        b'{"choices":[{"index":0,"delta":{"content":"\xff"},"finish_reason":null}]}',
+        b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]',
+    ]
+    for payload in not_plain:
+        assert read(payload) is None, payload
 
 
 def test_chat_chunk_facts() -> None:

@@ -208,6 +208,9 @@ class OpenAIChatUpstream:
             yield Failed(self._failure_of(error))
 
     def _events_of(self, payload: bytes) -> list[UpstreamEvent]:
+        text = openai_events.plain_text_of(payload)
+        if text is not None:  # a text token, read without parsing (issue #12)
+            return [TextDelta(text)]
         try:
             chunk = json.loads(payload)
         except ValueError:

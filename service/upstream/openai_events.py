@@ -25,6 +25,7 @@ model both use them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol
@@ -113,20 +114,57 @@ _FINISH_REASON, _NO_FINISH_REASON = b'"finish_reason"', b'"finish_reason":null'
 _USAGE, _NO_USAGE = b'"usage"', b'"usage":null'
 
 
-def chat_chunk(
-    name: bytes | None, payload: bytes, *, forward_usage: bool, secrets: Iterable[str]
-) -> Relayed | Failed:
-    """One `chat.completion.chunk` payload (chat completions name no events)."""
-    # The fast path (module docstring): a text token, known without parsing (~0.5 µs against
-    # ~3 µs for `json.loads`, bench/relay_overhead.py). Anything else is parsed.
+def is_text_chunk(payload: bytes) -> bool:
+    """Whether a chat chunk carries non-empty `content` and no finish reason, usage or error,
+    told from its bytes (compact JSON, as OpenAI writes it) without parsing: ~0.5 µs against
+    ~3 µs for `json.loads` (bench/relay_overhead.py). False means: parse it."""
     at = payload.find(_CONTENT)
-    if (
+    return (
         at >= 0
         and payload[at + len(_CONTENT)] != 0x22  # not `""`
         and payload.count(_FINISH_REASON) == payload.count(_NO_FINISH_REASON)
         and payload.count(_USAGE) == payload.count(_NO_USAGE)
         and b'"error"' not in payload
+    )
+
+
+# The one choice of a text token as OpenAI (and vLLM) write it, compact: index 0, a delta with
+# only `content`, no finish reason; the text with nothing escaped in it (no quote, backslash
+# or control character).
+_TEXT_CHOICE = re.compile(
+    rb'"choices":\[\{"index":0,"delta":\{"content":"([^"\\\x00-\x1f]+)"\},'
+    rb'(?:"logprobs":null,)?"finish_reason":null\}\]'
+)
+
+
+def plain_text_of(payload: bytes) -> str | None:
+    """The text of a chat chunk that is one text token and nothing more (its one choice as
+    `_TEXT_CHOICE` draws it, no usage, no error), read from its bytes; None for any other chunk
+    (a role or finish chunk, usage, reasoning, several choices, escapes in the text, bytes that
+    are not UTF-8): parse those.
+
+    The native route's fast path (issue #12): ~1 µs against ~3.3 µs for `json.loads` of an
+    OpenAI chunk. Like `is_text_chunk` it reads a chunk's shape, not the validity of every
+    other field in it. Text cannot fake the pattern: its quotes are escaped."""
+    match = _TEXT_CHOICE.search(payload)
+    if (
+        match is None
+        or not payload.endswith(b"}")  # cut short: parsing says it is unreadable
+        or b'"usage":{' in payload
+        or b'"error"' in payload
     ):
+        return None
+    try:
+        return match.group(1).decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def chat_chunk(
+    name: bytes | None, payload: bytes, *, forward_usage: bool, secrets: Iterable[str]
+) -> Relayed | Failed:
+    """One `chat.completion.chunk` payload (chat completions name no events)."""
+    if is_text_chunk(payload):  # the fast path (module docstring)
         return Relayed(payload, None, True)
     return parsed_chat_chunk(payload, forward_usage=forward_usage, secrets=secrets)
 
