@@ -187,7 +187,7 @@ class OpenAIChatUpstream:
                 model=params.model, messages=[], stream=True, extra_body=body
             ) as response:
                 decoder = SSEDecoder()
-                chunks = response.iter_bytes()
+                chunks = _body_of(response)
                 done = False
                 async for chunk in chunks:
                     for payload in decoder.feed(chunk):
@@ -252,7 +252,7 @@ class OpenAIChatUpstream:
                     return
                 decode = openai_events.event_decoder(params.api, forward_usage, self._secrets)
                 decoder = SSEDecoder()
-                chunks = response.iter_bytes()
+                chunks = _body_of(response)
                 # Events before the first output wait for it (module docstring); None once sent.
                 held: list[Relayed] | None = []
                 finished = done = False
@@ -396,10 +396,19 @@ def _unfinished() -> UpstreamUnavailable:
     return UpstreamUnavailable("the upstream ended the stream without finishing")
 
 
+def _body_of(response: Any) -> AsyncIterator[bytes]:
+    """The upstream body's reads as they arrive: the raw iterator of the SDK's public
+    `http_response`. The SDK's `iter_bytes` wraps it in two more async generators, a content
+    decoder and a chunker (issue #12 measured the layers per token); nothing is decoded here
+    anyway, since a compressed body is refused on its headers (`_refuse_compressed`)."""
+    chunks: AsyncIterator[bytes] = response.http_response.aiter_raw()
+    return chunks
+
+
 async def _read_body(response: Any) -> bytes:
     """A whole (non-streamed) upstream body, refused once it exceeds `_MAX_BODY_BYTES`."""
     received = bytearray()
-    async for chunk in response.iter_bytes():
+    async for chunk in _body_of(response):
         received += chunk
         if len(received) > _MAX_BODY_BYTES:
             raise BodyTooLarge(f"the upstream's answer exceeds {_MAX_BODY_BYTES} bytes")
