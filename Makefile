@@ -33,7 +33,7 @@ check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
 	$(BIN)/hadolint Dockerfile
 
-# Debian's chromium and nginx, which the browser and proxy tests drive for real.
+# Debian's chromium, nginx and redis-server, which the browser, proxy and resume tests drive.
 system-deps:
 	@scripts/install-system-deps.sh
 

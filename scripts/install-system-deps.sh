@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # System packages the test suite drives for real: Debian's chromium (the chat page, through
-# Playwright) and nginx (the reverse-proxy tests). Installs only what is missing; uses sudo when
+# Playwright), nginx (the reverse-proxy tests) and redis-server (resumable streams across
+# replicas). Installs only what is missing; uses sudo when
 # not root. Browser downloads are not used: Playwright runs the system chromium.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

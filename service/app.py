@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from service import routes
@@ -39,12 +39,26 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         runtime.shutdown.attach(asyncio.get_running_loop())
         level, notice = chosen.startup_notice()
         logger.log(level, notice)
+        if runtime.resume is not None:
+            await runtime.resume.start()
         try:
             yield
         finally:
+            if runtime.resume is not None:
+                await runtime.resume.aclose()
             await chosen.aclose()
 
     app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)
+    shutdown = ShutdownCoordinator(resolved.shutdown_grace_seconds)
+    routers: tuple[APIRouter, ...] = ROUTERS
+    resume = None
+    if resolved.redis_url is not None:
+        # Resumable streams (issue #13): redis is imported only when configured.
+        from service.resume import routes as resume_routes
+        from service.resume.hub import ResumableStreams
+
+        resume = ResumableStreams(resolved, shutdown)
+        routers += (resume_routes.router,)
     app.state.runtime = Runtime(
         settings=resolved,
         chat=ChatService(resolved, chosen),
@@ -52,9 +66,10 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         stream_limits=StreamLimits(
             per_process=resolved.max_concurrent_streams, per_key=resolved.max_streams_per_key
         ),
-        shutdown=ShutdownCoordinator(resolved.shutdown_grace_seconds),
+        shutdown=shutdown,
+        resume=resume,
     )
-    for router in ROUTERS:
+    for router in routers:
         app.include_router(router)
     # Middleware added later wraps what was added before: errors are rendered inside CORS, so
     # a 500 carries the CORS headers too.

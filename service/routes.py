@@ -19,7 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from service.domain import StreamRequest
 from service.errors import InvalidRequest, PayloadTooLarge, server_shutting_down
-from service.http.stream_response import ChatStreamResponse, StreamTiming
+from service.http.stream_response import STREAM_ID_HEADER, ChatStreamResponse, StreamTiming
 from service.limits import check_request
 from service.outcomes import Delivery
 from service.runtime import Runtime, RuntimeDep
@@ -76,6 +76,9 @@ class StreamOpening:
     chunking: Chunking
     # A reconnecting EventSource that already has `[DONE]` (answered with 204).
     already_complete: bool
+    last_event_id: str | None = None
+    # With REDIS_URL set, streams outlive a dropped connection unless `resumable=false`.
+    resumable: bool = False
 
 
 async def open_stream_request(
@@ -94,7 +97,17 @@ async def open_stream_request(
         accept=request.headers.get("accept"),
         chunking=chunking,
         already_complete=is_finished_stream_id(last_event_id),
+        last_event_id=last_event_id,
+        resumable=runtime.resume is not None and _resumable(request),
     )
+
+
+def _resumable(request: Request) -> bool:
+    """The `resumable` query parameter (accepted only with REDIS_URL set), default true."""
+    value = request.query_params.get("resumable", "true")
+    if value not in ("true", "false"):
+        raise InvalidRequest(f"resumable: must be true or false; got {value[:20]!r}")
+    return value == "true"
 
 
 OpeningDep = Annotated[StreamOpening, Depends(open_stream_request)]
@@ -154,7 +167,11 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(received)
 
 
-def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamResponse:
+def _response_options(opening: StreamOpening) -> set[str]:
+    return _RESPONSE_OPTIONS | {"resumable"} if opening.runtime.resume else _RESPONSE_OPTIONS
+
+
+async def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamResponse:
     runtime = opening.runtime
     settings = runtime.settings
     check_request(chat_request, settings)
@@ -165,19 +182,35 @@ def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamRe
         chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
     )
     recorder = opened.recorder
+    events, headers = opened.events, {"Vary": "Accept"}
 
     def on_finish(delivery: Delivery) -> None:
         slot.release()
         recorder.finish(delivery)
 
+    if runtime.resume is not None and opening.resumable:
+        # The stream's producer outlives this response; it records the stream (issue #13).
+        try:
+            followed = await runtime.resume.produce(opened, wire_format.name, slot, opening.caller)
+        except BaseException:
+            slot.release()
+            raise
+        if followed is not None:
+            events, on_finish = followed, _recorded_by_producer
+            headers[STREAM_ID_HEADER] = opened.stream_id
+
     return ChatStreamResponse(
-        opened.events,
+        events,
         wire_format.make_encoder(settings, opened.stream_id),
         timing=StreamTiming.from_settings(settings),
         on_finish=on_finish,
         cut_off=runtime.shutdown.grace_expired,
-        headers={"Vary": "Accept"},
+        headers=headers,
     )
+
+
+def _recorded_by_producer(delivery: Delivery) -> None:
+    """A resumable stream is recorded by its producer, not by one of its responses."""
 
 
 @router.post(
@@ -189,9 +222,9 @@ def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamRe
 async def chat_stream(request: Request, opening: OpeningDep) -> Response:
     if opening.already_complete:
         return Response(status_code=204)
-    _refuse_unknown_parameters(request, _RESPONSE_OPTIONS)
+    _refuse_unknown_parameters(request, _response_options(opening))
     body = await read_body(request, opening.runtime.settings.max_body_bytes)
-    return _stream(opening, parse_chat_request(body))
+    return await _stream(opening, parse_chat_request(body))
 
 
 @router.get(
@@ -211,9 +244,15 @@ async def chat_stream_get(
 ) -> Response:
     if opening.already_complete:
         return Response(status_code=204)
-    _refuse_unknown_parameters(request, _RESPONSE_OPTIONS | _GET_FIELDS)
+    _refuse_unknown_parameters(request, _response_options(opening) | _GET_FIELDS)
+    resume = opening.runtime.resume
+    if resume is not None and opening.last_event_id is not None:
+        # EventSource reconnecting to this URL mid-stream: the stream it had, resumed.
+        resumed = await resume.reconnect(opening.last_event_id, opening.caller)
+        if resumed is not None:
+            return resumed
     fields = {name: request.query_params[name] for name in _GET_FIELDS & set(request.query_params)}
-    return _stream(opening, validate_chat_request(fields))
+    return await _stream(opening, validate_chat_request(fields))
 
 
 @cache

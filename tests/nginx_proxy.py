@@ -31,7 +31,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -43,13 +43,26 @@ START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
 
 
-def render_config(directory: Path, listen_port: int, backend_port: int, location_extra: str) -> str:
-    """The whole nginx.conf: one server, one `location /` that only does `proxy_pass`."""
+def render_config(
+    directory: Path,
+    listen_port: int,
+    backend_port: int,
+    location_extra: str,
+    more_backends: Sequence[int] = (),
+) -> str:
+    """The whole nginx.conf: one server, one `location /` that only does `proxy_pass`; with
+    `more_backends`, to an `upstream` group that nginx balances round-robin, its default, with
+    no stickiness (https://nginx.org/en/docs/http/ngx_http_upstream_module.html#upstream)."""
     # As root the worker would switch to the compiled-in user (`nobody`), which may not be able
     # to read the temp directory: https://nginx.org/en/docs/ngx_core_module.html#user. As a
     # normal user the directive would only log a warning, so it is left out.
     user = "user root;\n" if os.geteuid() == 0 else ""
     d = directory
+    backend = f"127.0.0.1:{backend_port}"
+    group = ""
+    if more_backends:
+        servers = "".join(f"server 127.0.0.1:{port}; " for port in (backend_port, *more_backends))
+        group, backend = f"upstream backends {{ {servers}}}", "backends"
     return f"""\
 {user}worker_processes 1;
 pid {d}/nginx.pid;
@@ -59,18 +72,21 @@ events {{
     worker_connections 256;
 }}
 http {{
-    access_log {d}/access.log;
+    # Which backend served each request, for tests across replicas.
+    log_format served '$request_method $request_uri $status $upstream_addr';
+    access_log {d}/access.log served;
     # Debian's compiled-in temp paths are under /var/lib/nginx; keep them private.
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+    {group}
     server {{
         listen 127.0.0.1:{listen_port};
         location / {{
             # Stock proxying: https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_pass
-            proxy_pass http://127.0.0.1:{backend_port};
+            proxy_pass http://{backend};
             {location_extra}
         }}
     }}
@@ -90,13 +106,24 @@ class NginxProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def served_by(self) -> list[str]:
+        """The backend address (`host:port`) of each request logged so far, in order."""
+        path = self.directory / "access.log"
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        return [line.rsplit(" ", 1)[-1] for line in lines]
+
     def error_log(self) -> str:
         path = self.directory / "error.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     @classmethod
     def start(
-        cls, backend_port: int, *, location_extra: str = "", directory: Path | None = None
+        cls,
+        backend_port: int,
+        *,
+        location_extra: str = "",
+        directory: Path | None = None,
+        more_backends: Sequence[int] = (),
     ) -> NginxProxy:
         """Start nginx proxying to `backend_port`; returns once its port accepts connections.
 
@@ -110,7 +137,9 @@ class NginxProxy:
             work.mkdir(parents=True)
             port = free_port()
             config = work / "nginx.conf"
-            config.write_text(render_config(work, port, backend_port, location_extra))
+            config.write_text(
+                render_config(work, port, backend_port, location_extra, more_backends)
+            )
             # -p: prefix for relative paths; -e: the error log used before the config is read;
             # daemon off keeps nginx our child: https://nginx.org/en/docs/ngx_core_module.html#daemon
             process = subprocess.Popen(

@@ -61,6 +61,9 @@ STREAM_HEADERS = {
     # https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_buffering
     "X-Accel-Buffering": "no",
 }
+# A resumable stream's id (`service.resume`), for clients of formats without event ids (NDJSON,
+# plain text) to resume with.
+STREAM_ID_HEADER = "X-Stream-Id"
 
 
 @dataclass(frozen=True, slots=True)

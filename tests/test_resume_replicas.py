@@ -1,0 +1,248 @@
+"""Resumable streams across real replicas (issue #13): Debian's redis-server, two `python -m
+service` processes, and a stock nginx balancing them round-robin with no stickiness.
+
+A client streams through nginx, its connection is cut mid-answer, and it reconnects through
+nginx, which sends it to the other replica: it must get exactly the rest of the answer (the
+concatenated text equals what the upstream sent) while the fake upstream saw one request. The
+same for a browser-style reconnect to the original GET URL with `Last-Event-ID`, for a stop
+sent to the other replica, and for the producing replica dying (SIGKILL) under a resuming
+client, which must get a retryable `stream_lost` error and `[DONE]` within the lease period.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+
+import httpx
+import pytest
+from httpx_sse import EventSource
+
+from tests.conftest import TEST_KEY, SSEEvent, read_events, start_service_process
+from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from tests.nginx_proxy import NginxProxy
+from tests.redis_server import RedisServer
+
+TOKENS = [f" tok{i}" for i in range(40)] + [" é🌍\n", ' "quoted"', " data: x", " end."]
+ANSWER = "".join(TOKENS)
+PAUSE = 0.05  # the upstream's pause between tokens: the answer takes ~2 s
+CUT_AFTER = 6  # events the client reads before its connection is cut
+LEASE_SECONDS = 1.0
+GRACE_SECONDS = 3.0
+
+
+@dataclass
+class Replicas:
+    redis: RedisServer
+    upstream: FakeUpstream
+    environment: dict[str, str]
+    processes: list[subprocess.Popen[str]]
+    urls: list[str]
+    nginx: NginxProxy
+    # Requests nginx had logged when the test began.
+    logged_before: int = 0
+
+    def served_by(self) -> list[str]:
+        """The replica (`host:port`) that served each request of this test through nginx."""
+        return self.nginx.served_by()[self.logged_before :]
+
+
+@pytest.fixture(scope="module")
+def running_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
+    """Started once for the module (a service process takes seconds to start on a busy CI)."""
+    directory = tmp_path_factory.mktemp("replicas")
+    redis = RedisServer.start(directory / "redis")
+    upstream = FakeUpstream()
+    upstream.start()
+    environment = {
+        "OPENAI_API_KEY": TEST_KEY,
+        "OPENAI_BASE_URL": upstream.base_url + "/v1",
+        "UPSTREAM_MAX_RETRIES": "0",
+        "REDIS_URL": redis.url,
+        "RESUME_GRACE_SECONDS": str(GRACE_SECONDS),
+        "RESUME_LEASE_SECONDS": str(LEASE_SECONDS),
+    }
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        urls = []
+        for _ in range(2):
+            process, url = start_service_process(directory, **environment)
+            processes.append(process)
+            urls.append(url)
+        ports = [int(url.rsplit(":", 1)[1]) for url in urls]
+        nginx = NginxProxy.start(ports[0], more_backends=ports[1:], directory=directory / "nginx")
+        try:
+            yield Replicas(redis, upstream, environment, processes, urls, nginx)
+        finally:
+            nginx.stop()
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+            process.communicate(timeout=15)
+        upstream.stop()
+        redis.stop()
+
+
+@pytest.fixture
+def replicas(running_replicas: Replicas) -> Replicas:
+    """The module's replicas, with a clean upstream record for this test."""
+    running_replicas.upstream.exchanges.clear()
+    running_replicas.upstream.replies.clear()
+    running_replicas.logged_before = len(running_replicas.nginx.served_by())
+    return running_replicas
+
+
+def read_some(response: httpx.Response, count: int) -> list[SSEEvent]:
+    events = []
+    for event in EventSource(response).iter_sse():
+        events.append(SSEEvent(event.event, event.data, event.id))
+        if len(events) == count:
+            break
+    return events
+
+
+def text_of(events: list[SSEEvent]) -> str:
+    return "".join(event.json()["content"] for event in events if event.data != "[DONE]")
+
+
+def start_and_cut(client: httpx.Client, url: str, **kwargs: object) -> list[SSEEvent]:
+    """Start a stream, read `CUT_AFTER` events, and cut the connection."""
+    with client.stream("POST", url, json={"message": "hi"}, **kwargs) as response:  # type: ignore[arg-type]
+        assert response.status_code == 200, response.read()
+        return read_some(response, CUT_AFTER)
+
+
+def test_a_cut_stream_resumes_on_the_other_replica_through_nginx(replicas: Replicas) -> None:
+    replicas.upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=PAUSE))
+    with httpx.Client(timeout=30) as client:
+        first = start_and_cut(client, replicas.nginx.base_url + "/api/chat/stream")
+        last_id = first[-1].id
+        stream_id = first[0].json()["id"]
+        assert last_id == f"{stream_id}:{CUT_AFTER - 1}"
+        with client.stream(
+            "GET",
+            replicas.nginx.base_url + f"/api/chat/stream/{stream_id}",
+            headers={"Last-Event-ID": last_id},
+        ) as response:
+            assert response.status_code == 200, response.read()
+            assert response.headers["content-type"].startswith("text/event-stream")
+            rest = read_events(response)
+    assert text_of(first) + text_of(rest) == ANSWER
+    ids = [event.id for event in first + rest]
+    assert ids == [f"{stream_id}:{n}" for n in range(len(ids) - 1)] + [f"{stream_id}:done"]
+    assert rest[-2].event == "end"
+    assert rest[-1].data == "[DONE]"
+    assert len(replicas.upstream.exchanges) == 1
+    served = replicas.served_by()
+    assert len(served) == 2, served
+    assert served[0] != served[1], served  # two replicas, one upstream call
+
+
+def test_eventsource_reconnecting_to_its_url_resumes_on_the_other_replica(
+    replicas: Replicas,
+) -> None:
+    """What a browser's EventSource does by itself: the same GET URL, with Last-Event-ID."""
+    replicas.upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=PAUSE))
+    url = replicas.nginx.base_url + "/api/chat/stream?message=hi"
+    with httpx.Client(timeout=30) as client:
+        with client.stream("GET", url) as response:
+            assert response.status_code == 200
+            first = read_some(response, CUT_AFTER)
+        with client.stream("GET", url, headers={"Last-Event-ID": first[-1].id}) as response:
+            assert response.status_code == 200, response.read()
+            rest = read_events(response)
+        # And once it has [DONE], its next reconnect is told there is nothing more.
+        done = client.get(url, headers={"Last-Event-ID": rest[-1].id})
+    assert text_of(first) + text_of(rest) == ANSWER
+    assert done.status_code == 204
+    assert len(replicas.upstream.exchanges) == 1
+    assert len(set(replicas.served_by()[:2])) == 2
+
+
+def test_a_stop_sent_to_the_other_replica_closes_the_upstream_at_once(
+    replicas: Replicas,
+) -> None:
+    long_answer = [f" w{i}" for i in range(400)]  # 20 s unless stopped
+    replicas.upstream.queue(Reply(pieces=answer_pieces(long_answer), pause=PAUSE))
+    producer, other = replicas.urls
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", producer + "/api/chat/stream", json={"message": "hi"}) as response,
+    ):
+        events = EventSource(response).iter_sse()
+        stream_id = json.loads(next(events).data)["id"]
+        asked_at = time.monotonic()
+        stopped = client.post(other + f"/api/chat/{stream_id}/stop")
+        rest = [SSEEvent(e.event, e.data, e.id) for e in events]
+    assert stopped.status_code == 200, stopped.text
+    assert stopped.json() == {"stream_id": stream_id, "status": "stopped"}
+    exchange = replicas.upstream.exchanges[0]
+    assert replicas.upstream.wait_for(lambda: exchange.disconnected_at is not None)
+    assert exchange.disconnected_at is not None
+    assert exchange.disconnected_at - asked_at < 2.0  # pub/sub: milliseconds, not a tick
+    # The client still connected gets a clean end: `cancelled`, then [DONE].
+    assert rest[-2].event == "end"
+    assert rest[-2].json()["finish_reason"] == "cancelled"
+    assert rest[-1].data == "[DONE]"
+    # Stopping it again says it is over.
+    again = httpx.post(other + f"/api/chat/{stream_id}/stop")
+    assert again.json()["status"] == "finished"
+
+
+def test_a_killed_producer_ends_its_resumed_stream_with_a_retryable_error(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    long_answer = [f" w{i}" for i in range(400)]
+    replicas.upstream.queue(Reply(pieces=answer_pieces(long_answer), pause=PAUSE))
+    # A third replica, to be killed; the resuming client reads from one of the others.
+    doomed, producer_url = start_service_process(tmp_path, **replicas.environment)
+    other = replicas.urls[1]
+    try:
+        killed_at, ended_at, first, more, rest = resume_while_killing(doomed, producer_url, other)
+    finally:
+        doomed.kill()
+        doomed.communicate()
+    assert rest[-1].data == "[DONE]"
+    failure = rest[-2]
+    assert failure.event == "error"
+    assert failure.json()["error"]["type"] == "stream_lost"
+    assert failure.json()["error"]["retryable"] is True
+    # The lease lapses within LEASE_SECONDS; the reader notices within a tick more.
+    assert ended_at - killed_at < LEASE_SECONDS + 3.0
+    received = text_of(first + more + rest[:-2])
+    assert "".join(long_answer).startswith(received)
+    assert len(received) > len(text_of(first))
+    # A later resume of the same stream learns the same at once.
+    stream_id = first[0].json()["id"]
+    late = httpx.get(other + f"/api/chat/stream/{stream_id}", timeout=10)
+    late_events = read_events(late)
+    assert late_events[-2].json()["error"]["type"] == "stream_lost"
+
+
+def resume_while_killing(
+    doomed: subprocess.Popen[str], producer_url: str, other: str
+) -> tuple[float, float, list[SSEEvent], list[SSEEvent], list[SSEEvent]]:
+    """Start on `producer_url`, cut, resume on `other`, read a little, kill the producer, read
+    the rest: (killed at, ended at, before the cut, read before the kill, read after it)."""
+    with httpx.Client(timeout=30) as client:
+        first = start_and_cut(client, producer_url + "/api/chat/stream")
+        stream_id = first[0].json()["id"]
+        with client.stream(
+            "GET",
+            other + f"/api/chat/stream/{stream_id}",
+            params={"last_event_id": first[-1].id},
+        ) as response:
+            assert response.status_code == 200
+            events = EventSource(response).iter_sse()
+            more = [SSEEvent(e.event, e.data, e.id) for e in islice(events, 5)]  # live
+            doomed.kill()
+            killed_at = time.monotonic()
+            rest = [SSEEvent(e.event, e.data, e.id) for e in events]
+            ended_at = time.monotonic()
+    return killed_at, ended_at, first, more, rest
