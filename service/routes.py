@@ -194,6 +194,7 @@ async def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatSt
             followed = await runtime.resume.produce(opened, wire_format.name, slot, opening.caller)
         except BaseException:
             slot.release()
+            await opened.events.aclose()
             raise
         if followed is not None:
             events, on_finish = followed, _recorded_by_producer

@@ -38,7 +38,7 @@ from service.errors import (
     StreamLost,
     StreamNotFound,
 )
-from service.events import ResponseEvent, StreamFailed
+from service.events import ResponseEvent, StreamFailed, TextDelta
 from service.http.stream_response import STREAM_ID_HEADER, ChatStreamResponse, StreamTiming
 from service.limits import StreamSlot
 from service.outcomes import Delivery
@@ -57,6 +57,7 @@ from service.wire.formats import FORMATS
 logger = logging.getLogger("service.resume")
 
 _UNAVAILABLE = "resuming streams is unavailable right now (the stream store cannot be reached)"
+_TRIMMED = TextDelta("")
 FLUSH_INTERVAL_SECONDS = 0.01
 RETRY_AFTER_FAILURE_SECONDS = 5.0
 # How long a stop request waits for the stream's end to be stored before answering 202.
@@ -332,26 +333,31 @@ class ResumableStreams:
         if stored is None or stored.meta.get("key") != caller:
             raise StreamNotFound(_not_found(stream_id))
         batches = stored.batches
-        if batches and batches[0].first != 0:
-            raise StreamEventsExpired(
-                f"the start of stream {stream_id} is no longer stored (RESUME_MAX_EVENTS)"
-            )
+        first = batches[0].first if batches else 0  # events before it were trimmed
         events = [event for batch in batches for event in batch.events]
         last_entry = batches[-1].entry_id if batches else b"0-0"
         # The client may have events from the producer's memory that are not stored yet (the
         # writer lingers): wait for them, so that the encoder can be brought to its position.
-        while len(events) <= after and not (events and is_terminal(events[-1])):
+        while first + len(events) <= after and not (events and is_terminal(events[-1])):
             more = await self._read_after(stream_id, last_entry)
             if not more:
                 break
             events += [event for batch in more for event in batch.events]
             last_entry = more[-1].entry_id
-        _check_position(after, len(events), stream_id)
-        if events and is_terminal(events[-1]) and after + 1 >= len(events):
-            return None
-        live = self._follow_stored(stream_id, events[after + 1 :], len(events), last_entry)
+        _check_position(after, first + len(events), stream_id)
+        if after + 1 < first:
+            raise StreamEventsExpired(
+                f"events of stream {stream_id} before number {first} are no longer stored "
+                "(RESUME_MAX_EVENTS)"
+            )
+        position = after + 1 - first  # of the client's next event in `events`
         finished = bool(events) and is_terminal(events[-1])
-        return Resumed(str(stored.meta["format"]), events[: after + 1], live, finished=finished)
+        if finished and position >= len(events):
+            return None
+        live = self._follow_stored(stream_id, events[position:], first + len(events), last_entry)
+        # Trimmed events stand in as empty deltas: the encoders keep counts, not text.
+        history = [_TRIMMED] * first + events[:position]
+        return Resumed(str(stored.meta["format"]), history, live, finished=finished)
 
     async def _read_after(self, stream_id: str, entry_id: bytes) -> list[StoredBatch]:
         try:
