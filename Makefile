@@ -28,10 +28,16 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check service tests bench
 	$(BIN)/mypy
 
-# The Docker files are checked without a Docker engine: compose's own parser and hadolint.
+# The deploy files are checked offline: compose's own parser (the default services and the
+# `scale` profile), hadolint, and the Kubernetes manifests against the API's schemas, which
+# kubernetes-validate bundles (the oldest and the newest Kubernetes it knows).
+K8S_MANIFESTS := $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
 check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
+	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" --profile scale config --quiet
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.29.0 $(K8S_MANIFESTS)
+	$(BIN)/kubernetes-validate --strict --quiet $(K8S_MANIFESTS)
 
 # Debian's chromium, nginx and redis-server, which the browser, proxy and resume tests drive.
 system-deps:

@@ -28,10 +28,13 @@ def process_cpu_seconds(pid: int) -> float:
 class ServiceProcess:
     """The service in its own process: `python -m service`, or uvicorn with `--http h11`."""
 
-    def __init__(self, upstream: UpstreamProcess, http: str = "httptools") -> None:
+    def __init__(
+        self, upstream: UpstreamProcess, http: str = "httptools", **extra_environment: str
+    ) -> None:
         self.port = free_port()
         environment = {
             **os.environ,
+            **extra_environment,
             "OPENAI_API_KEY": "bench",
             "OPENAI_BASE_URL": upstream.base_url,
             "PORT": str(self.port),

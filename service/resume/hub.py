@@ -58,7 +58,7 @@ logger = logging.getLogger("service.resume")
 
 _UNAVAILABLE = "resuming streams is unavailable right now (the stream store cannot be reached)"
 _TRIMMED = TextDelta("")
-FLUSH_INTERVAL_SECONDS = 0.01
+FLUSH_INTERVAL_SECONDS = 0.05
 RETRY_AFTER_FAILURE_SECONDS = 5.0
 # How long a stop request waits for the stream's end to be stored before answering 202.
 STOP_CONFIRM_SECONDS = 5.0

@@ -97,14 +97,19 @@ class StreamStore:
     def __init__(self, settings: Settings, *, block_seconds: float) -> None:
         assert settings.redis_url is not None
         timeout = settings.redis_timeout_seconds
-        self._redis = redis.Redis.from_url(
+        pool = redis.BlockingConnectionPool.from_url(
             settings.redis_url.get_secret_value(),
+            # Every stream being created and every resuming client's blocking read holds a
+            # connection; past this many, they wait up to `timeout` for one.
+            max_connections=2 * settings.max_concurrent_streams + 8,
+            timeout=timeout,
             socket_connect_timeout=timeout,
             # A blocking read waits up to `block_seconds` for Redis's answer.
             socket_timeout=timeout + block_seconds,
             # No retries: an unreachable Redis is reported at once and streams go on without it.
             retry=Retry(NoBackoff(), 0),
         )
+        self._redis = redis.Redis.from_pool(pool)  # which it closes with itself
         self._prefix = settings.redis_key_prefix
         self._ttl_ms = int(settings.resume_ttl_seconds * 1000)
         self._lease_ms = int(settings.resume_lease_seconds * 1000)
