@@ -108,7 +108,7 @@ def test_redis_killed_mid_stream_the_client_here_gets_everything_a_reader_elsewh
     assert reader_done_at - killed_at < 5.0
     assert ANSWER.startswith(text_of(read_before + read_after[:-2]))
     assert producer.wait_for_summaries(1)[0]["outcome"] == "completed"
-    assert any("no longer resumable" in record.message for record in caplog.records)
+    assert any("resume unavailable" in record.message for record in caplog.records)
 
 
 def test_redis_killed_while_nobody_is_connected_cancels_at_once(
@@ -202,12 +202,12 @@ def test_trimming_keeps_about_the_last_events_and_refuses_to_resume_before_them(
 ) -> None:
     tokens = [f" w{i}" for i in range(400)]
     service = resuming(resume_max_events=100)
-    upstream.queue(Reply(pieces=answer_pieces(tokens), pause=0.012))  # ~ an entry per token
+    upstream.queue(Reply(pieces=answer_pieces(tokens), pause=0.012))  # a few tokens an entry
     events = read_events(post(service))
     stream_id = events[0].json()["id"]
     time.sleep(0.2)  # the last flush
     stored = int(redis_server.command("XLEN", f"llm-stream:{stream_id}:events")[1:])
-    assert stored < 300  # ~100 kept, plus up to a node of 100 entries (`MINID ~`)
+    assert stored <= 100  # entries, each holding one or more of the last 100 events
     whole = httpx.get(service.base_url + f"/api/chat/stream/{stream_id}")
     assert whole.status_code == 410
     assert whole.json()["error"]["type"] == "stream_events_expired"

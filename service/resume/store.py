@@ -14,9 +14,9 @@ which is also the `<stream id>:<n>` SSE id a client sees. An entry holds a batch
 events, and its id is `0-<n + 1>` for the last event `n` in it (entry ids must be above `0-0`).
 The producer picks the ids, so an event's id is known before it is stored and the client's own
 bytes never wait for Redis; and the ids say where to resume: the events after `n` are in the
-entries from `0-<n + 2>` on (`XRANGE`), then whatever `XREAD BLOCK` brings. `XADD ... MINID ~`
-keeps about the last `RESUME_MAX_EVENTS` events, and every key expires `RESUME_TTL_SECONDS`
-after the stream's last sign of life.
+entries from `0-<n + 2>` on (`XRANGE`), then whatever `XREAD BLOCK` brings. `XADD ... MINID`
+keeps the last `RESUME_MAX_EVENTS` events (and the rest of the oldest batch among them), and
+every key expires `RESUME_TTL_SECONDS` after the stream's last sign of life.
 
 Errors of the client (`redis.RedisError`) are translated here, once, into `StoreUnavailable`.
 """
@@ -150,8 +150,7 @@ class StreamStore:
             pipe.execute_command(
                 "XADD",
                 events,
-                "MINID",
-                "~",
+                "MINID",  # exact: entries are few, and the bound is then the setting's
                 b"0-%d" % max(1, append.last + 1 - self._max_events),
                 b"0-%d" % (append.last + 1),
                 "e",
