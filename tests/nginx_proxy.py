@@ -73,7 +73,7 @@ events {{
 }}
 http {{
     # Which backend served each request, for tests across replicas.
-    log_format served '$request_method $request_uri $status $upstream_addr';
+    log_format served '$request_method $request_uri $status "$http_last_event_id" $upstream_addr';
     access_log {d}/access.log served;
     # Debian's compiled-in temp paths are under /var/lib/nginx; keep them private.
     client_body_temp_path {d}/client_body;
@@ -106,11 +106,15 @@ class NginxProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def access_log(self) -> list[str]:
+        """One line per request logged so far: method, URI, status, the Last-Event-ID header
+        in quotes ("-" if none), and the backend that served it (`host:port`)."""
+        path = self.directory / "access.log"
+        return path.read_text(errors="replace").splitlines() if path.exists() else []
+
     def served_by(self) -> list[str]:
         """The backend address (`host:port`) of each request logged so far, in order."""
-        path = self.directory / "access.log"
-        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-        return [line.rsplit(" ", 1)[-1] for line in lines]
+        return [line.rsplit(" ", 1)[-1] for line in self.access_log()]
 
     def error_log(self) -> str:
         path = self.directory / "error.log"

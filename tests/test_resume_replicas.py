@@ -22,11 +22,16 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import EventSource
+from playwright.sync_api import Page
 
+from tests.browser import browser_fixture, page_fixture
 from tests.conftest import TEST_KEY, SSEEvent, read_events, start_service_process
+from tests.cutting_proxy import CuttingProxy
 from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
 from tests.nginx_proxy import NginxProxy
 from tests.redis_server import RedisServer
+
+__all__ = ["browser_fixture", "page_fixture"]  # the `browser` and `page` fixtures
 
 TOKENS = [f" tok{i}" for i in range(40)] + [" é🌍\n", ' "quoted"', " data: x", " end."]
 ANSWER = "".join(TOKENS)
@@ -34,6 +39,7 @@ PAUSE = 0.05  # the upstream's pause between tokens: the answer takes ~2 s
 CUT_AFTER = 6  # events the client reads before its connection is cut
 LEASE_SECONDS = 1.0
 GRACE_SECONDS = 3.0
+BROWSER_RETRY_MS = 300  # EventSource's reconnection delay (the `retry:` field)
 
 
 @dataclass
@@ -47,11 +53,15 @@ class Replicas:
     # Requests nginx had logged when the test began.
     logged_before: int = 0
 
+    def access_log(self, count: int) -> list[str]:
+        """nginx's lines for this test's requests, once it has logged `count` of them (it logs
+        a cut request when it notices the cut)."""
+        self.upstream.wait_for(lambda: len(self.nginx.access_log()) >= self.logged_before + count)
+        return self.nginx.access_log()[self.logged_before :]
+
     def served_by(self, count: int) -> list[str]:
-        """The replica (`host:port`) that served each request of this test through nginx, once
-        nginx has logged `count` of them (it logs a cut request when it notices the cut)."""
-        self.upstream.wait_for(lambda: len(self.nginx.served_by()) >= self.logged_before + count)
-        return self.nginx.served_by()[self.logged_before :]
+        """The replica (`host:port`) that served each of this test's requests through nginx."""
+        return [line.rsplit(" ", 1)[-1] for line in self.access_log(count)]
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +78,7 @@ def running_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repli
         "REDIS_URL": redis.url,
         "RESUME_GRACE_SECONDS": str(GRACE_SECONDS),
         "RESUME_LEASE_SECONDS": str(LEASE_SECONDS),
+        "SSE_RETRY_MS": str(BROWSER_RETRY_MS),
     }
     processes: list[subprocess.Popen[str]] = []
     try:
@@ -248,3 +259,44 @@ def resume_while_killing(
             rest = [SSEEvent(e.event, e.data, e.id) for e in events]
             ended_at = time.monotonic()
     return killed_at, ended_at, first, more, rest
+
+
+def test_eventsource_in_chromium_reconnects_by_itself_and_gets_the_rest_from_the_other_replica(
+    replicas: Replicas, page: Page
+) -> None:
+    """The browser's own auto-reconnect: its connection is cut by the network (a proxy in
+    front of nginx that drops every connection), and it reconnects after `retry:` ms with
+    `Last-Event-ID`, through nginx, to the other replica."""
+    replicas.upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=PAUSE))
+    network = CuttingProxy.start(replicas.nginx.port)
+    try:
+        page.route("**/favicon.ico", lambda route: route.abort())  # no stray requests
+        page.goto(network.base_url + "/healthz")  # an origin to open the EventSource from
+        page.evaluate(
+            """() => {
+                window.received = []; window.opened = 0; window.failed = 0; window.done = false;
+                const source = new EventSource("/api/chat/stream?message=hi");
+                source.onopen = () => { window.opened += 1; };
+                source.onerror = () => { window.failed += 1; };
+                source.onmessage = (event) => {
+                    if (event.data === "[DONE]") { source.close(); window.done = true; return; }
+                    window.received.push(JSON.parse(event.data).content);
+                };
+            }"""
+        )
+        page.wait_for_function(f"window.received.length >= {CUT_AFTER}")
+        network.cut()
+        page.wait_for_function("window.done", timeout=20_000)
+        received, opened, failed = page.evaluate(
+            "[window.received.join(''), window.opened, window.failed]"
+        )
+    finally:
+        network.stop()
+    assert received == ANSWER
+    assert (opened, failed) == (2, 1)  # one cut, one reconnect, nothing else
+    assert len(replicas.upstream.exchanges) == 1
+    streams = [line for line in replicas.access_log(3) if "/api/chat/stream" in line]
+    original = [line for line in streams if '"-"' in line]
+    reconnect = [line for line in streams if '"-"' not in line]
+    assert len(original) == len(reconnect) == 1, streams
+    assert original[0].rsplit(" ", 1)[1] != reconnect[0].rsplit(" ", 1)[1], streams
