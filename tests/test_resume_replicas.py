@@ -300,3 +300,39 @@ def test_eventsource_in_chromium_reconnects_by_itself_and_gets_the_rest_from_the
     reconnect = [line for line in streams if '"-"' not in line]
     assert len(original) == len(reconnect) == 1, streams
     assert original[0].rsplit(" ", 1)[1] != reconnect[0].rsplit(" ", 1)[1], streams
+
+
+def test_a_draining_replica_ends_the_streams_it_produces_after_the_shutdown_grace(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """Also those whose clients left: a reader elsewhere gets `server_shutting_down` and
+    [DONE] when the grace runs out, and the process exits."""
+    long_answer = [f" w{i}" for i in range(400)]
+    replicas.upstream.queue(Reply(pieces=answer_pieces(long_answer), pause=PAUSE))
+    draining, producer_url = start_service_process(
+        tmp_path, **replicas.environment, SHUTDOWN_GRACE_SECONDS="2"
+    )
+    try:
+        with httpx.Client(timeout=30) as client:
+            first = start_and_cut(client, producer_url + "/api/chat/stream")
+            stream_id = first[0].json()["id"]
+            with client.stream(
+                "GET",
+                replicas.urls[0] + f"/api/chat/stream/{stream_id}",
+                headers={"Last-Event-ID": first[-1].id},
+            ) as response:
+                events = EventSource(response).iter_sse()
+                more = [SSEEvent(e.event, e.data, e.id) for e in islice(events, 3)]
+                draining.terminate()
+                terminated_at = time.monotonic()
+                rest = [SSEEvent(e.event, e.data, e.id) for e in events]
+                ended_at = time.monotonic()
+        draining.wait(15)  # it exits by itself (uvicorn re-raises SIGTERM once it is done)
+    finally:
+        draining.kill()
+        draining.communicate()
+    assert rest[-1].data == "[DONE]"
+    assert rest[-2].json()["error"]["type"] == "server_shutting_down"
+    assert 1.5 < ended_at - terminated_at < 2 + 5.0  # the grace, not at once
+    received = text_of(first + more + rest[:-2])
+    assert "".join(long_answer).startswith(received)
