@@ -26,7 +26,7 @@ import uvloop
 
 from bench.processes import ServiceProcess
 from bench.upstream_server import UpstreamProcess
-from tests.redis_server import RedisServer
+from testkit.redis_server import RedisServer
 
 SERVICE_PATH = b"/api/chat/stream"
 SERVICE_MARK = b'"type":"delta"'

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from service import routes
+from service import routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
@@ -24,7 +24,7 @@ from service.upstream.providers import build_upstream
 logger = logging.getLogger("service")
 
 # Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
-ROUTERS = (routes.router,)
+ROUTERS = (routes.router, ui_chat.router)
 
 
 def create_app(settings: Settings | None = None, upstream: ChatUpstream | None = None) -> FastAPI:

@@ -31,7 +31,15 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
-from service.events import Failed, StreamMetrics, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.events import (
+    Failed,
+    Finished,
+    StreamMetrics,
+    TextDelta,
+    UpstreamEvent,
+    Usage,
+    UsageReported,
+)
 from service.outcomes import Delivery, Outcome, outcome_of
 
 stream_logger = logging.getLogger("service.streams")
@@ -121,6 +129,6 @@ async def observe(
                 recorder.usage = event.usage
             elif isinstance(event, Failed):
                 recorder.error_type = event.error.error_type
-            else:
+            elif isinstance(event, Finished):
                 recorder.finish_reason = event.reason
             yield event

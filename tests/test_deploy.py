@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from service.app import create_app
-from tests.conftest import make_settings
+from testkit.services import make_settings
 
 K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
 # `python -m service` sets uvicorn's graceful timeout this much above the shutdown grace.

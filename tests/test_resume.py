@@ -19,11 +19,10 @@ import httpx
 import pytest
 from httpx_sse import EventSource
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, SSEEvent, read_events
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.redis_server import RedisServer, redis_server
-
-__all__ = ["redis_server"]  # the fixture, imported so that pytest finds it in this module
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.redis_server import RedisServer
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import SSEEvent, read_events
 
 TOKENS = [f" t{i}" for i in range(30)] + [" ü\r\n", ' "q"', " end"]
 ANSWER = "".join(TOKENS)

@@ -21,12 +21,13 @@ from service.resume.codec import pack
 from service.resume.hub import RETRY_AFTER_FAILURE_SECONDS, ResumableStreams
 from service.resume.store import Append, StreamStore
 from service.runtime import runtime_of
-from tests.conftest import RunningService, make_settings, read_events
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.redis_server import RedisServer, redis_server
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.redis_server import RedisServer
+from testkit.services import RunningService, make_settings
+from testkit.sse_client import read_events
 from tests.test_resume import ResumingFactory, resuming, sse, text_of
 
-__all__ = ["redis_server", "resuming"]  # fixtures, imported so that pytest finds them here
+__all__ = ["resuming"]  # the fixture, imported so that pytest finds it in this module
 
 TOKENS = [f" t{i}" for i in range(40)]
 ANSWER = "".join(TOKENS)

@@ -24,14 +24,15 @@ import pytest
 from httpx_sse import EventSource
 from playwright.sync_api import Page
 
-from tests.browser import browser_fixture, page_fixture
-from tests.conftest import TEST_KEY, SSEEvent, read_events, start_service_process
-from tests.cutting_proxy import CuttingProxy
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.nginx_proxy import NginxProxy
-from tests.redis_server import RedisServer
+from testkit.cutting_proxy import CuttingProxy
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.nginx import NginxProxy
+from testkit.redis_server import RedisServer
+from testkit.service_process import start_service_process, stop_process
+from testkit.services import TEST_KEY
+from testkit.sse_client import SSEEvent, read_events
 
-__all__ = ["browser_fixture", "page_fixture"]  # the `browser` and `page` fixtures
+pytestmark = pytest.mark.server  # starts its own processes
 
 TOKENS = [f" tok{i}" for i in range(40)] + [" é🌍\n", ' "quoted"', " data: x", " end."]
 ANSWER = "".join(TOKENS)
@@ -64,6 +65,13 @@ class Replicas:
         return [line.rsplit(" ", 1)[-1] for line in self.access_log(count)]
 
 
+def start_replica(
+    directory: Path, environment: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
+    """`python -m service` configured by `environment`, its output captured."""
+    return start_service_process(directory, http="httptools", capture=True, **environment)
+
+
 @pytest.fixture(scope="module")
 def running_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     """Started once for the module (a service process takes seconds to start on a busy CI)."""
@@ -84,7 +92,7 @@ def running_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repli
     try:
         urls = []
         for _ in range(2):
-            process, url = start_service_process(directory, **environment)
+            process, url = start_replica(directory, environment)
             processes.append(process)
             urls.append(url)
         ports = [int(url.rsplit(":", 1)[1]) for url in urls]
@@ -95,9 +103,8 @@ def running_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Repli
             nginx.stop()
     finally:
         for process in processes:
-            if process.poll() is None:
-                process.terminate()
-            process.communicate(timeout=15)
+            stop_process(process)
+            process.communicate()
         upstream.stop()
         redis.stop()
 
@@ -214,7 +221,7 @@ def test_a_killed_producer_ends_its_resumed_stream_with_a_retryable_error(
     long_answer = [f" w{i}" for i in range(400)]
     replicas.upstream.queue(Reply(pieces=answer_pieces(long_answer), pause=PAUSE))
     # A third replica, to be killed; the resuming client reads from one of the others.
-    doomed, producer_url = start_service_process(tmp_path, **replicas.environment)
+    doomed, producer_url = start_replica(tmp_path, replicas.environment)
     other = replicas.urls[1]
     try:
         killed_at, ended_at, first, more, rest = resume_while_killing(doomed, producer_url, other)
@@ -309,8 +316,8 @@ def test_a_draining_replica_ends_the_streams_it_produces_after_the_shutdown_grac
     [DONE] when the grace runs out, and the process exits."""
     long_answer = [f" w{i}" for i in range(400)]
     replicas.upstream.queue(Reply(pieces=answer_pieces(long_answer), pause=PAUSE))
-    draining, producer_url = start_service_process(
-        tmp_path, **replicas.environment, SHUTDOWN_GRACE_SECONDS="2"
+    draining, producer_url = start_replica(
+        tmp_path, {**replicas.environment, "SHUTDOWN_GRACE_SECONDS": "2"}
     )
     try:
         with httpx.Client(timeout=30) as client:

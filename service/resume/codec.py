@@ -6,6 +6,7 @@ pure function per format, and keeping an event costs less than encoding it (a te
 text behind a one-letter tag). Each event is one string:
 
     d<text>                         TextDelta
+    r<text>                         ReasoningDelta
     s{"id":…,"model":…}             StreamStarted
     e{"finish_reason":…,"usage":…,"metrics":…}   StreamEnded
     f{"status":…,"error":{…}}       StreamFailed (the error's public fields and HTTP status)
@@ -21,6 +22,7 @@ from typing import Any
 
 from service.errors import ServiceError
 from service.events import (
+    ReasoningDelta,
     ResponseEvent,
     StreamEnded,
     StreamFailed,
@@ -50,6 +52,8 @@ def _json(fields: dict[str, Any]) -> str:
 def pack(event: ResponseEvent) -> str:
     if type(event) is TextDelta:
         return "d" + event.text
+    if type(event) is ReasoningDelta:
+        return "r" + event.text
     if isinstance(event, StreamStarted):
         return "s" + _json({"id": event.stream_id, "model": event.model})
     if isinstance(event, StreamEnded):
@@ -68,6 +72,8 @@ def unpack(packed: str) -> ResponseEvent:
     tag, body = packed[:1], packed[1:]
     if tag == "d":
         return TextDelta(body)
+    if tag == "r":
+        return ReasoningDelta(body)
     fields = json.loads(body)
     if tag == "s":
         return StreamStarted(fields["id"], fields["model"])

@@ -26,61 +26,38 @@ import asyncio
 import logging
 import os
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
+from typing import TypeVar
 
 from starlette.responses import Response
 
 from service.chat import OpenedStream
 from service.errors import (
-    InvalidRequest,
     ResumeUnavailable,
     StreamEventsExpired,
     StreamLost,
     StreamNotFound,
 )
-from service.events import ResponseEvent, StreamFailed, TextDelta
+from service.events import ResponseEvent, StreamFailed
 from service.http.stream_response import STREAM_ID_HEADER, ChatStreamResponse, StreamTiming
 from service.limits import StreamSlot
 from service.outcomes import Delivery
 from service.resume.codec import is_terminal
 from service.resume.producer import Producer, follow
-from service.resume.store import (
-    Append,
-    StoredBatch,
-    StoreUnavailable,
-    StreamStore,
-)
+from service.resume.sources import Source, bring_to, local_source, numbered
+from service.resume.store import Append, StoreUnavailable, StreamStore
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 from service.wire.formats import FORMATS
 
 logger = logging.getLogger("service.resume")
 
+T = TypeVar("T")
 _UNAVAILABLE = "resuming streams is unavailable right now (the stream store cannot be reached)"
-_TRIMMED = TextDelta("")
 FLUSH_INTERVAL_SECONDS = 0.05
 RETRY_AFTER_FAILURE_SECONDS = 5.0
 # How long a stop request waits for the stream's end to be stored before answering 202.
 STOP_CONFIRM_SECONDS = 5.0
-
-
-class Resumed:
-    """A stream to resume: its format, the events the client has (to bring the encoder to where
-    the client is), and the events after them, live."""
-
-    def __init__(
-        self,
-        format_name: str,
-        history: list[ResponseEvent],
-        events: AsyncGenerator[ResponseEvent, None],
-        *,
-        finished: bool,
-    ) -> None:
-        self.format_name = format_name
-        self.history = history
-        self.events = events
-        # The stream's terminal event is known already (it may be among `events`).
-        self.finished = finished
 
 
 class ResumableStreams:
@@ -151,16 +128,23 @@ class ResumableStreams:
     # -- producing ---------------------------------------------------------------------------
 
     async def produce(
-        self, opened: OpenedStream, format_name: str, slot: StreamSlot, caller: str | None
+        self,
+        opened: OpenedStream,
+        format_name: str,
+        slot: StreamSlot,
+        caller: str | None,
+        *,
+        chat_id: str | None = None,
     ) -> AsyncGenerator[ResponseEvent, None] | None:
         """Make `opened` resumable: its producer starts, and the original client's events are
         returned. None when the store cannot be reached (the caller streams directly);
-        `StreamExists` when the id is taken."""
+        `StreamExists` when the id is taken. `chat_id` (useChat's) makes it that chat's
+        active stream."""
         if asyncio.get_running_loop().time() < self._skip_until:
             return None
         meta = {"format": format_name, "key": caller, "replica": self.replica}
         try:
-            await self._store.create(opened.stream_id, meta, self.replica)
+            await self._store.create(opened.stream_id, meta, self.replica, chat_id=chat_id)
         except StoreUnavailable as error:
             self._unavailable(f"stream {opened.stream_id} starts without resume", error)
             return None
@@ -180,6 +164,7 @@ class ResumableStreams:
             on_append=self._mark_dirty,
             on_end=ended,
         )
+        producer.chat_key = None if chat_id is None else self._store.chat_key(chat_id, caller)
         self._producers[producer.stream_id] = producer
         producer.start()
         return follow(producer, -1, original=True)
@@ -245,7 +230,9 @@ class ResumableStreams:
             due = [p for p in live if p.abandon_due(now, self._grace)]
             try:
                 stops, present = await self._store.tick(
-                    [p.stream_id for p in live], [p.stream_id for p in due], self.replica
+                    [(p.stream_id, p.chat_key) for p in live],
+                    [p.stream_id for p in due],
+                    self.replica,
                 )
             except StoreUnavailable as error:
                 self._unavailable("cannot renew the producers' leases", error)
@@ -275,24 +262,22 @@ class ResumableStreams:
     # -- resuming ----------------------------------------------------------------------------
 
     async def respond(self, stream_id: str, after: int, caller: str | None) -> Response:
-        """The response that resumes `stream_id` after event `after`: in the format it was
-        started in, from an encoder brought to the client's position by encoding (and
-        dropping) the events it has, so ids and encoder state continue exactly; 204 when the
-        client has everything."""
-        resumed = await self.resume(stream_id, after, caller)
-        if resumed is None:
-            return Response(status_code=204)
+        """The response that resumes `stream_id` after the client's `after`-th event on the
+        wire (-1: from the start), in the format it was started in, from an encoder brought to
+        the client's position (`bring_to`); 204 when the client has everything."""
+        source = await self._source(stream_id, caller)
         settings = self._settings
-        encoder = FORMATS[resumed.format_name].make_encoder(settings, stream_id)
-        for event in resumed.history:
-            encoder.encode(event)
+        encoder = FORMATS[source.format_name].make_encoder(settings, stream_id)
+        start = await bring_to(encoder, source, after)
+        if start is None:
+            return Response(status_code=204)
         return ChatStreamResponse(
-            resumed.events,
+            source.follow(start),
             encoder,
             timing=StreamTiming.from_settings(settings),
             on_finish=_nothing_to_record,
             cut_off=self._shutdown.grace_expired,
-            headers={STREAM_ID_HEADER: stream_id},
+            headers={**FORMATS[source.format_name].headers, STREAM_ID_HEADER: stream_id},
         )
 
     async def reconnect(self, last_event_id: str, caller: str | None) -> Response | None:
@@ -307,61 +292,55 @@ class ResumableStreams:
         except StreamNotFound:
             return None
 
-    async def resume(self, stream_id: str, after: int, caller: str | None) -> Resumed | None:
-        """The stream `stream_id` from after event number `after` (-1: from the start).
-        None when the client already has all of it; `StreamNotFound` for an unknown id, or one
-        started with another API key."""
+    async def respond_to_chat(self, chat_id: str, caller: str | None) -> Response:
+        """The AI SDK's `useChat` resuming a chat: its active stream, whole, from `start` (the
+        SDK rebuilds the message); 204 when the chat has none, or it has ended."""
+        stream_id = await self._call_store(self._store.chat_stream(chat_id, caller), chat_id)
+        if stream_id is None:
+            return Response(status_code=204)
+        try:
+            source = await self._source(stream_id, caller)
+        except StreamNotFound:
+            return Response(status_code=204)
+        if source.finished:
+            return Response(status_code=204)
+        return await self.respond(stream_id, -1, caller)
+
+    async def _source(self, stream_id: str, caller: str | None) -> Source:
+        """`StreamNotFound` for an unknown id, or one started with another API key."""
         producer = self._producers.get(stream_id)
         if producer is not None:
             if producer.caller != caller:
                 raise StreamNotFound(_not_found(stream_id))
-            _check_position(after, len(producer.events), stream_id)
-            history = producer.events[: after + 1]
-            if producer.finished and after + 1 >= len(producer.events):
-                return None
-            return Resumed(
-                producer.format_name,
-                history,
-                follow(producer, after),
-                finished=producer.finished,
-            )
-        try:
-            stored = await self._store.read(stream_id)
-        except StoreUnavailable as error:
-            self._unavailable(f"cannot resume {stream_id}", error)
-            raise ResumeUnavailable(_UNAVAILABLE) from None
+            return local_source(producer, self._tick)
+        stored = await self._call_store(self._store.read(stream_id), stream_id)
         if stored is None or stored.meta.get("key") != caller:
             raise StreamNotFound(_not_found(stream_id))
         batches = stored.batches
-        first = batches[0].first if batches else 0  # events before it were trimmed
         events = [event for batch in batches for event in batch.events]
         last_entry = batches[-1].entry_id if batches else b"0-0"
-        # The client may have events from the producer's memory that are not stored yet (the
-        # writer lingers): wait for them, so that the encoder can be brought to its position.
-        while first + len(events) <= after and not (events and is_terminal(events[-1])):
-            more = await self._read_after(stream_id, last_entry)
-            if not more:
-                break
-            events += [event for batch in more for event in batch.events]
-            last_entry = more[-1].entry_id
-        _check_position(after, first + len(events), stream_id)
-        if after + 1 < first:
-            raise StreamEventsExpired(
-                f"events of stream {stream_id} before number {first} are no longer stored "
-                "(RESUME_MAX_EVENTS)"
-            )
-        position = after + 1 - first  # of the client's next event in `events`
-        finished = bool(events) and is_terminal(events[-1])
-        if finished and position >= len(events):
-            return None
-        live = self._follow_stored(stream_id, events[position:], first + len(events), last_entry)
-        # Trimmed events stand in as empty deltas: the encoders keep counts, not text.
-        history = [_TRIMMED] * first + events[:position]
-        return Resumed(str(stored.meta["format"]), history, live, finished=finished)
 
-    async def _read_after(self, stream_id: str, entry_id: bytes) -> list[StoredBatch]:
+        async def more() -> bool:
+            nonlocal last_entry
+            read = self._store.read_after(stream_id, last_entry)
+            batches = await self._call_store(read, stream_id)
+            for batch in batches:
+                known = source.known
+                events.extend(event for number, event in numbered(batch) if number >= known)
+                last_entry = batch.entry_id
+            return bool(batches)
+
+        def follow_from(number: int) -> AsyncGenerator[ResponseEvent, None]:
+            pending = events[max(0, number - source.first) :]
+            return self._follow_stored(stream_id, pending, source.known, last_entry)
+
+        first = batches[0].first if batches else 0
+        source = Source(stream_id, str(stored.meta["format"]), events, first, more, follow_from)
+        return source
+
+    async def _call_store(self, call: Awaitable[T], stream_id: str) -> T:
         try:
-            return await self._store.read_after(stream_id, entry_id)
+            return await call
         except StoreUnavailable as error:
             self._unavailable(f"cannot resume {stream_id}", error)
             raise ResumeUnavailable(_UNAVAILABLE) from None
@@ -390,7 +369,7 @@ class ResumableStreams:
                     yield StreamFailed(StreamLost(_lost(stream_id)))
                     return
                 for batch in batches:
-                    for number, event in _numbered(batch):
+                    for number, event in numbered(batch):
                         if number < next_number:
                             continue
                         if number > next_number:
@@ -412,8 +391,9 @@ class ResumableStreams:
     # -- stopping ----------------------------------------------------------------------------
 
     async def stop(self, stream_id: str, caller: str | None) -> str:
-        """Stop the stream wherever it is produced: `stopped` once its end is known,
-        `finished` if it had ended already, `stopping` if the end did not show in time."""
+        """Stop the stream (or a chat's active stream: `stream_id` may be a `useChat` chat
+        id) wherever it is produced: `stopped` once its end is known, `finished` if it had
+        ended already, `stopping` if the end did not show in time."""
         producer = self._producers.get(stream_id)
         if producer is not None:
             if producer.caller != caller:
@@ -423,12 +403,16 @@ class ResumableStreams:
             producer.cancel("stopped")
             await producer.wait()
             return "stopped"
-        resumed = await self.resume(stream_id, -1, caller)
-        assert resumed is not None  # from the start, there is always something to send
-        events = resumed.events
-        if resumed.finished:
-            await events.aclose()
+        try:
+            source = await self._source(stream_id, caller)
+        except StreamNotFound:
+            active = await self._call_store(self._store.chat_stream(stream_id, caller), stream_id)
+            if active is None or active == stream_id:
+                raise
+            return await self.stop(active, caller)
+        if source.finished:
             return "finished"
+        events = source.follow(source.known)
         try:
             await self._store.request_stop(stream_id)
         except StoreUnavailable as error:
@@ -452,17 +436,6 @@ async def _wait_for_end(events: AsyncGenerator[ResponseEvent, None], seconds: fl
         return "stopping"
     finally:
         await events.aclose()
-
-
-def _check_position(after: int, known: int, stream_id: str) -> None:
-    if after >= known:
-        raise InvalidRequest(
-            f"Last-Event-ID: stream {stream_id} has no event {after} (it has {known} so far)"
-        )
-
-
-def _numbered(batch: StoredBatch) -> list[tuple[int, ResponseEvent]]:
-    return list(enumerate(batch.events, start=batch.first))
 
 
 def _not_found(stream_id: str) -> str:

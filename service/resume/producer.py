@@ -58,6 +58,8 @@ class Producer:
         self.stream_id = stream_id
         self.format_name = format_name
         self.caller = caller
+        # The key naming this stream as a `useChat` chat's active one, kept alive with it.
+        self.chat_key: str | None = None
         self.recorder = recorder
         self.events: list[ResponseEvent] = []
         self.finished = False

@@ -3,7 +3,10 @@
 - `GET /api/chat/stream/{stream_id}`: the events after the client's last one (the
   `Last-Event-ID` header, else the `last_event_id` query parameter for clients that cannot set
   headers; none: from the start), then live, in the format the stream was started in.
-- `POST /api/chat/{stream_id}/stop`: stops the stream at once, whichever replica produces it.
+- `GET /api/chat/{chat_id}/stream`: the AI SDK `useChat({resume: true})` reconnect: the
+  chat's active stream, whole, from its `start` (the SDK rebuilds the message); 204 when none.
+- `POST /api/chat/{stream_id}/stop`: stops the stream at once, whichever replica produces it
+  (a `useChat` chat id stops that chat's active stream).
 
 A browser's `EventSource` reconnecting to the URL that started a stream resumes too
 (`service.routes`). With `SERVICE_API_KEYS`, only the key that started a stream can resume or
@@ -19,8 +22,8 @@ from starlette.responses import JSONResponse, Response
 
 from service.errors import InvalidRequest
 from service.resume.hub import ResumableStreams
-from service.routes import CallerDep, OpeningDep, _refuse_unknown_parameters
 from service.runtime import Runtime, RuntimeDep
+from service.streaming import CallerDep, OpeningDep, refuse_unknown_parameters
 from service.wire.sse import DONE_ID_SUFFIX
 
 router = APIRouter()
@@ -28,7 +31,7 @@ router = APIRouter()
 StreamIdPath = Annotated[
     str,
     Path(
-        pattern=r"^[A-Za-z0-9_-]{1,100}$",
+        pattern=r"^[A-Za-z0-9_-]{1,200}$",
         description="The stream's id: the `id` of its `start` event, or its X-Stream-Id header",
     ),
 ]
@@ -76,12 +79,32 @@ async def resume_stream(
         Query(max_length=200, description="For clients that cannot send the Last-Event-ID header"),
     ] = None,
 ) -> Response:
-    _refuse_unknown_parameters(request, {"last_event_id"})
+    refuse_unknown_parameters(request, {"last_event_id"})
     given = opening.last_event_id if opening.last_event_id is not None else last_event_id
     after = -1 if given is None else parse_last_event_id(given, stream_id)
     if after is None:
         return Response(status_code=204)
     return await _resume(opening.runtime).respond(stream_id, after, opening.caller)
+
+
+@router.get(
+    "/api/chat/{chat_id}/stream",
+    summary="Resume a useChat chat's active stream (AI SDK UI message stream, from its start)",
+    response_class=Response,
+    responses={
+        200: {"description": "The chat's active stream, from `start`, then live"},
+        204: {"description": "The chat has no active stream"},
+        503: {"description": "The stream store cannot be reached"},
+    },
+)
+async def resume_chat(
+    request: Request,
+    chat_id: Annotated[str, Path(min_length=1, max_length=200, description="useChat's chat id")],
+    runtime: RuntimeDep,
+    caller: CallerDep,
+) -> Response:
+    refuse_unknown_parameters(request, set())
+    return await _resume(runtime).respond_to_chat(chat_id, caller)
 
 
 @router.post(

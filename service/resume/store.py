@@ -8,6 +8,7 @@ Keys, each under `REDIS_KEY_PREFIX` (`p`) and a stream id:
     p<id>:readers   set by clients resuming on other replicas, expiring after the grace period
     p<id>:stop      a stop request, for a producer that missed the pub/sub message
     pstop           the channel that carries ids to stop to every replica at once
+    pchat:<key>:<chat id>   the stream id of a `useChat` chat's latest stream (per API key)
 
 Event numbers and entry ids: the events of a stream are numbered from 0 (the `start` event),
 which is also the `<stream id>:<n>` SSE id a client sees. An entry holds a batch of consecutive
@@ -42,10 +43,14 @@ from service.settings import Settings
 
 logger = logging.getLogger("service.resume")
 
-# Creates the stream's meta key only if the id is new, and the producer's lease with it.
+# Creates the stream's meta key only if the id is new, the producer's lease with it, and, for
+# a `useChat` chat, names it as the chat's active stream.
 _CREATE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+    if KEYS[3] then
+        redis.call('SET', KEYS[3], ARGV[5], 'PX', ARGV[2])
+    end
     return 1
 end
 return 0
@@ -124,18 +129,27 @@ class StreamStore:
     async def aclose(self) -> None:
         await self._redis.aclose()
 
-    async def create(self, stream_id: str, meta: dict[str, Any], replica: str) -> None:
-        """Take `stream_id` (`StreamExists` if it is taken) and this replica's lease on it."""
+    def chat_key(self, chat_id: str, caller: str | None) -> str:
+        return f"{self._prefix}chat:{caller or '-'}:{chat_id}"
+
+    async def create(
+        self, stream_id: str, meta: dict[str, Any], replica: str, *, chat_id: str | None = None
+    ) -> None:
+        """Take `stream_id` (`StreamExists` if it is taken) and this replica's lease on it; with
+        `chat_id`, make it that chat's active stream."""
+        keys = [self.key(stream_id, "meta"), self.key(stream_id, "lease")]
+        if chat_id is not None:
+            keys.append(self.chat_key(chat_id, meta.get("key")))
         try:
             created = await self._redis.eval(
                 _CREATE,
-                2,
-                self.key(stream_id, "meta"),
-                self.key(stream_id, "lease"),
+                len(keys),
+                *keys,
                 json.dumps(meta),
                 self._ttl_ms,
                 replica,
                 self._lease_ms,
+                stream_id,
             )
         except RedisError as error:
             raise StoreUnavailable(str(error)) from error
@@ -172,16 +186,20 @@ class StreamStore:
         return stored
 
     async def tick(
-        self, producing: Sequence[str], detached: Sequence[str], replica: str
+        self,
+        producing: Sequence[tuple[str, str | None]],
+        detached: Sequence[str],
+        replica: str,
     ) -> tuple[set[str], set[str]]:
-        """For the streams this replica produces: renew their leases and keys' TTLs, and find
-        which are asked to stop; for those without a client here, which have one elsewhere.
-        Returns (ids to stop, ids with a reader elsewhere)."""
+        """For the streams this replica produces (id, chat key): renew their leases and keys'
+        TTLs, and find which are asked to stop; for those without a client here, which have one
+        elsewhere. Returns (ids to stop, ids with a reader elsewhere)."""
         pipe = self._redis.pipeline(transaction=False)
-        for stream_id in producing:
+        for stream_id, chat_key in producing:
             pipe.set(self.key(stream_id, "lease"), replica, px=self._lease_ms)
             pipe.pexpire(self.key(stream_id, "meta"), self._ttl_ms)
             pipe.pexpire(self.key(stream_id, "events"), self._ttl_ms)
+            pipe.pexpire(chat_key or self.key(stream_id, "meta"), self._ttl_ms)
             pipe.exists(self.key(stream_id, "stop"))
         for stream_id in detached:
             pipe.exists(self.key(stream_id, "readers"))
@@ -189,10 +207,20 @@ class StreamStore:
             results = await pipe.execute()
         except RedisError as error:
             raise StoreUnavailable(str(error)) from error
-        stops = {sid for index, sid in enumerate(producing) if results[4 * index + 3]}
-        offset = 4 * len(producing)
+        stops = {sid for index, (sid, _) in enumerate(producing) if results[5 * index + 4]}
+        offset = 5 * len(producing)
         present = {sid for index, sid in enumerate(detached) if results[offset + index]}
         return stops, present
+
+    async def chat_stream(self, chat_id: str, caller: str | None) -> str | None:
+        """The id of the chat's latest stream started with this caller's key, if any."""
+        try:
+            stream_id = await self._redis.get(self.chat_key(chat_id, caller))
+        except RedisError as error:
+            raise StoreUnavailable(str(error)) from error
+        if isinstance(stream_id, bytes):
+            return stream_id.decode()
+        return stream_id
 
     async def read(self, stream_id: str) -> StoredStream | None:
         """The stream's meta and every stored event, or None for an unknown (or expired) id."""

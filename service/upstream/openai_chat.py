@@ -34,7 +34,15 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.events import Failed, Finished, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.events import (
+    Failed,
+    Finished,
+    ReasoningDelta,
+    TextDelta,
+    UpstreamEvent,
+    Usage,
+    UsageReported,
+)
 from service.settings import Settings
 from service.upstream.redaction import safe_message
 from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
@@ -179,6 +187,11 @@ class OpenAIChatUpstream:
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
+                # vLLM and DeepSeek stream `reasoning_content`; newer vLLM and OpenRouter
+                # `reasoning`.
+                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    events.append(ReasoningDelta(thought))
                 text = delta.get("content") or delta.get("refusal")
                 if text and isinstance(text, str):
                     events.append(TextDelta(text))

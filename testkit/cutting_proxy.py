@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from tests.conftest import free_port
+from testkit.ports import free_port
 
 
 class CuttingProxy:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import free_port
+from testkit.ports import free_port
+from testkit.waiting import wait_until
 
 REDIS_SERVER = "/usr/bin/redis-server"
 START_TIMEOUT_SECONDS = 10.0
@@ -65,11 +62,13 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and self.process.poll() is None:
-            if self.command("PING") == "+PONG":
-                return
-            time.sleep(0.02)
+        process = self.process
+        wait_until(
+            lambda: process.poll() is not None or self.command("PING") == "+PONG",
+            START_TIMEOUT_SECONDS,
+        )
+        if process.poll() is None and self.command("PING") == "+PONG":
+            return
         self.stop()
         raise RuntimeError(f"redis-server did not start:\n{log.read_text(errors='replace')}")
 
@@ -103,11 +102,3 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A fresh redis-server for one test, stopped at its end."""
-    server = RedisServer.start(tmp_path / "redis")
-    yield server
-    server.stop()
