@@ -128,6 +128,11 @@ class Settings(BaseSettings):
             )
         if self.max_streams_per_key is not None and not self.api_keys:
             raise ConfigurationError("MAX_STREAMS_PER_KEY needs SERVICE_API_KEYS")
+        if self.redis_url is not None and not self.redis_url.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            # The value may hold a password: it is not repeated.
+            raise ConfigurationError("REDIS_URL must start with redis://, rediss:// or unix://")
         return self
 
     @property

@@ -13,15 +13,18 @@ import sys
 import time
 from collections.abc import Callable
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from httpx_sse import EventSource
+from pydantic import ValidationError
 
 from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
 from testkit.redis_server import RedisServer
-from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.service_process import run_service_until_exit
+from testkit.services import TEST_KEY, RunningService, ServiceFactory, make_settings
 from testkit.sse_client import SSEEvent, read_events
 
 TOKENS = [f" t{i}" for i in range(30)] + [" ü\r\n", ' "q"', " end"]
@@ -291,3 +294,15 @@ def test_without_redis_url_nothing_changes_and_redis_is_not_imported(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     assert imported.stdout.strip() == "False"
+
+
+@pytest.mark.server
+def test_a_redis_url_of_another_scheme_stops_the_service_without_repeating_it(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValidationError, match="REDIS_URL"):
+        make_settings(redis_url="http://cache:6379")
+    result = run_service_until_exit(tmp_path, REDIS_URL="http://user:hunter2@cache:6379")
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr
+    assert "hunter2" not in result.stderr + result.stdout
