@@ -83,6 +83,8 @@ test: system-deps lint check-deploy frontend
 bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.parse_cost
 	$(BIN)/python -m bench.relay_overhead
+	$(BIN)/python -m bench.relay_overhead --redis
+	$(BIN)/python -m bench.resume_overhead
 	$(BIN)/python -m bench.nginx_latency
 
 # Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README
