@@ -6,10 +6,16 @@ skip reasoning events, and resuming counts them as the client did.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
 from testkit.sse_client import iter_events, read_events
@@ -17,6 +23,24 @@ from tests.test_resume import ResumingFactory, resuming, text_of
 from tests.test_ui_chat import reasoning_event, ui_body
 
 __all__ = ["resuming"]  # the fixture, imported so that pytest finds it in this module
+
+FRONTEND = Path(__file__).resolve().parent.parent / "frontend"
+# The `ai` package's own reconnect, as `useChat({resume: true})` makes it on load: its
+# `DefaultChatTransport` GETs `<api>/<chat id>/stream` (null on 204), and `readUIMessageStream`
+# rebuilds the message from the chunks. Run by node from frontend/, where `ai` is installed.
+RECONNECT = """
+import { DefaultChatTransport, readUIMessageStream } from "ai";
+const transport = new DefaultChatTransport({ api: process.env.CHAT_API });
+const stream = await transport.reconnectToStream({ chatId: process.env.CHAT_ID });
+if (stream === null) {
+  console.log(JSON.stringify({ resumed: false }));
+} else {
+  let last;
+  for await (const message of readUIMessageStream({ stream })) last = message;
+  const text = last.parts.filter((p) => p.type === "text").map((p) => p.text).join("");
+  console.log(JSON.stringify({ resumed: true, id: last.id, text }));
+}
+"""
 
 TOKENS = [f" t{i}" for i in range(30)]
 ANSWER = "".join(TOKENS)
@@ -53,6 +77,42 @@ def test_usechat_resumes_the_chats_active_stream_from_its_start(
     # Once it has ended, there is nothing to resume; nor for another chat.
     assert httpx.get(other.base_url + "/api/chat/chat-1/stream").status_code == 204
     assert httpx.get(other.base_url + "/api/chat/chat-2/stream").status_code == 204
+
+
+def ai_sdk_reconnect(api: str, chat_id: str) -> dict[str, Any]:
+    node = shutil.which("node")
+    if node is None or not (FRONTEND / "node_modules" / "ai").is_dir():
+        pytest.fail(
+            "node and frontend/node_modules are needed: run `make frontend` (make test does)"
+        )
+    run = subprocess.run(
+        [node, "--input-type=module", "-e", RECONNECT],
+        cwd=FRONTEND,
+        env={**os.environ, "CHAT_API": api, "CHAT_ID": chat_id},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_the_ai_sdks_own_reconnect_resumes_the_answer_on_the_other_replica(
+    resuming: ResumingFactory, upstream: FakeUpstream
+) -> None:
+    producer, other = resuming(), resuming()
+    upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=PAUSE))
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", producer.base_url + "/api/chat", json=ui_body("hi")) as response,
+    ):
+        start = next(iter_events(response)).json()
+    resumed = ai_sdk_reconnect(other.base_url + "/api/chat", "chat-1")
+    assert resumed == {"resumed": True, "id": start["messageId"], "text": ANSWER}
+    assert ai_sdk_reconnect(other.base_url + "/api/chat", "chat-1") == {"resumed": False}
+    assert len(upstream.exchanges) == 1
 
 
 def test_a_chat_id_stops_its_active_stream(
