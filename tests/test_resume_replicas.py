@@ -343,3 +343,43 @@ def test_a_draining_replica_ends_the_streams_it_produces_after_the_shutdown_grac
     assert 1.5 < ended_at - terminated_at < 2 + 5.0  # the grace, not at once
     received = text_of(first + more + rest[:-2])
     assert "".join(long_answer).startswith(received)
+
+
+def test_a_replica_a_client_resumed_on_shuts_down_and_the_client_resumes_elsewhere(
+    replicas: Replicas, tmp_path: Path
+) -> None:
+    """The stream goes on where it is produced, so the draining replica ends the client's body
+    without a notice or an end marker, and the client resumes from another replica."""
+    answer = [f" w{i}" for i in range(120)]  # ~6 s
+    replicas.upstream.queue(Reply(pieces=answer_pieces(answer), pause=PAUSE))
+    reader, reader_url = start_replica(
+        tmp_path, {**replicas.environment, "SHUTDOWN_GRACE_SECONDS": "1"}
+    )
+    try:
+        with httpx.Client(timeout=30) as client:
+            first = start_and_cut(client, replicas.urls[0] + "/api/chat/stream")
+            stream_id = first[0].json()["id"]
+            with client.stream(
+                "GET",
+                reader_url + f"/api/chat/stream/{stream_id}",
+                headers={"Last-Event-ID": first[-1].id},
+            ) as response:
+                events = EventSource(response).iter_sse()
+                middle = [SSEEvent(e.event, e.data, e.id) for e in islice(events, 3)]
+                reader.terminate()
+                middle += [SSEEvent(e.event, e.data, e.id) for e in events]
+            rest = read_events(
+                client.get(
+                    replicas.urls[1] + f"/api/chat/stream/{stream_id}",
+                    headers={"Last-Event-ID": middle[-1].id},
+                )
+            )
+        reader.wait(15)
+    finally:
+        reader.kill()
+        reader.communicate()
+    assert {event.event for event in middle} == {"message"}  # deltas only: no notice
+    assert middle[-1].data != "[DONE]"
+    assert text_of(first + middle + rest) == "".join(answer)
+    assert rest[-1].data == "[DONE]"
+    assert len(replicas.upstream.exchanges) == 1

@@ -278,6 +278,8 @@ class ResumableStreams:
             on_finish=_nothing_to_record,
             cut_off=self._shutdown.grace_expired,
             headers={**FORMATS[source.format_name].headers, STREAM_ID_HEADER: stream_id},
+            # Produced here, the producer ends it at the cut-off, with the notice, for everyone.
+            goes_on_elsewhere=source.producer is None,
         )
 
     async def reconnect(self, last_event_id: str, caller: str | None) -> Response | None:
