@@ -14,6 +14,7 @@ from service import routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
+from service.http.stream_response import STREAM_ID_HEADER
 from service.limits import StreamLimits
 from service.runtime import Runtime, runtime_of
 from service.settings import Settings
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
             allow_credentials=resolved.cors_allow_credentials,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Accept", "Last-Event-ID"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", STREAM_ID_HEADER],  # the id to resume a stream with
             max_age=600,
         )
     return app

@@ -1,7 +1,8 @@
 """Resumable streams on one replica: its producers, the writer, the ticker and the stop listener.
 
 Built only when REDIS_URL is set (`service.app`), and the only way the rest of the service
-reaches `service.resume`. Per replica, three tasks share one Redis client:
+reaches `service.resume`. Per replica, three tasks share one Redis client (and a fourth cuts
+the producers when the shutdown grace runs out):
 
 - the *writer* stores what producers appended, every stream's batch in one round trip, at most
   every `FLUSH_INTERVAL_SECONDS` (a live stream costs one entry per flush, not one command per
@@ -249,15 +250,21 @@ class ResumableStreams:
                     producer.cancel("abandoned")
 
     async def _listen_for_stops(self) -> None:
+        """Subscribed for as long as the replica runs; while Redis is away, it tries again
+        with backoff (the ticker's stop keys cover the gap), and says so once."""
+        failures = 0
         while True:
             try:
                 async for stream_id in self._store.stop_requests():
+                    failures = 0
                     producer = self._producers.get(stream_id)
                     if producer is not None:
                         producer.cancel("stopped")
             except StoreUnavailable as error:
-                logger.warning("stop requests: subscription lost (%s); resubscribing", error)
-                await asyncio.sleep(self._tick)
+                if failures == 0:
+                    logger.warning("stop requests: subscription lost (%s); resubscribing", error)
+                failures += 1
+                await asyncio.sleep(min(30.0, self._tick * 2 ** min(failures, 5)))
 
     # -- resuming ----------------------------------------------------------------------------
 
