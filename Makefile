@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 LOCK_OPTIONS := $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" --quiet
 
-.PHONY: run test check lint check-deploy system-deps frontend bench bench-compare lock clean
+.PHONY: run test check lint check-deploy system-deps frontend node-tests bench bench-compare lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -77,7 +77,14 @@ frontend: frontend/node_modules/.installed
 	cd frontend && npm run build
 	cd frontend && npm test
 
-test: system-deps lint check-deploy frontend
+# The openai npm package that tests/test_openai_node.py drives, from its lock file.
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund
+	@touch $@
+
+node-tests: tests/node/node_modules/.installed
+
+test: system-deps lint check-deploy frontend node-tests
 	$(BIN)/pytest
 
 bench: system-deps $(VENV)/.dev-installed
@@ -101,4 +108,4 @@ bench-compare: $(VENV)/.dev-installed $(LITELLM)
 
 clean:
 	rm -rf $(VENV) .bench-venvs .mypy_cache .pytest_cache .ruff_cache .hypothesis \
-		frontend/node_modules frontend/dist
+		frontend/node_modules frontend/dist tests/node/node_modules

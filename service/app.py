@@ -10,10 +10,11 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from service import routes, ui_chat
+from service import openai_routes, routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
+from service.http.access_log import AccessLog
 from service.http.stream_response import STREAM_ID_HEADER
 from service.limits import StreamLimits
 from service.runtime import Runtime, runtime_of
@@ -25,7 +26,7 @@ from service.upstream.providers import build_upstream
 logger = logging.getLogger("service")
 
 # Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
-ROUTERS = (routes.router, ui_chat.router)
+ROUTERS = (routes.router, ui_chat.router, openai_routes.router)
 
 
 def create_app(settings: Settings | None = None, upstream: ChatUpstream | None = None) -> FastAPI:
@@ -49,7 +50,15 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
                 await runtime.resume.aclose()
             await chosen.aclose()
 
-    app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)
+    docs = resolved.serve_docs
+    app = FastAPI(
+        title="LLM chat streaming service",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     shutdown = ShutdownCoordinator(resolved.shutdown_grace_seconds)
     routers: tuple[APIRouter, ...] = ROUTERS
     resume = None
@@ -82,8 +91,14 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
             allow_origins=list(resolved.cors_origins),
             allow_credentials=resolved.cors_allow_credentials,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Accept", "Last-Event-ID"],
-            expose_headers=["Retry-After", STREAM_ID_HEADER],  # the id to resume a stream with
+            # Any request header: the OpenAI JS SDK sends its own `x-stainless-*` headers, and
+            # the origins, not the headers, are what keeps other sites out.
+            allow_headers=["*"],
+            # X-Stream-Id: the id to resume a stream with.
+            expose_headers=["Retry-After", "x-should-retry", STREAM_ID_HEADER],
             max_age=600,
         )
+    # Outermost of the service's middleware, so it sees the status of every response (the
+    # 500 of an unhandled error included) and its duration covers them (issue #11).
+    app.add_middleware(AccessLog)
     return app

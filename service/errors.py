@@ -3,15 +3,21 @@
     ServiceError
     ├── InvalidRequest          400/422  the client's request is wrong
     ├── NotAcceptable           406      no supported wire format matches `Accept`
+    ├── RequestTimeout          408      the request head or body came too slowly
     ├── PayloadTooLarge         413      the body exceeds MAX_BODY_BYTES
+    ├── URITooLong              414      the request line exceeds MAX_REQUEST_HEAD_BYTES
+    ├── RequestHeadTooLarge     431      the request head exceeds MAX_REQUEST_HEAD_BYTES
     ├── Unauthorized            401      missing or wrong service API key
     ├── TooManyStreams          429      this process (or this key) is at its stream limit
     ├── UpstreamAuthFailed      502      the service's own upstream credentials were refused
     ├── UpstreamRateLimited     429      the upstream asked us to slow down (Retry-After kept)
     ├── UpstreamQuotaExhausted  502      the service's upstream account is out of quota
     ├── UpstreamRejected        400      the upstream refused this request (context too long, ...)
+    ├── NotServedUpstream       501      the upstream does not serve this API (/v1/responses)
+    ├── ModelNotFound           404      /v1/models/{id} names no model the upstream lists
     ├── UpstreamTimeout         504      the upstream did not answer in time
     ├── UpstreamUnavailable     502      unreachable, 5xx, or it broke off mid-stream
+    ├── StreamDeadlineExceeded  504      the stream outlived MAX_STREAM_SECONDS
     ├── ServerShuttingDown      503      this process is stopping; retry elsewhere
     ├── StreamNotFound          404      no resumable stream with this id (or it expired)
     ├── StreamExists            409      a stream with this id exists already
@@ -24,7 +30,8 @@
 Provider exceptions are translated into these at exactly one boundary
 (`service.upstream.openai_chat`). A `ServiceError` carries only text that is safe to show: upstream
 error bodies are reduced to a message and a type, secrets are never part of it. Every error is
-rendered by one module, `service.error_responses`.
+rendered by one module, `service.error_responses`, in one of two shapes: the service's own
+(`as_dict`) or OpenAI's (`as_openai_dict`, for the `/v1` routes the OpenAI SDKs call, issue #8).
 
 `ConfigurationError` is not among them: it stops the process at start-up, no client sees it.
 """
@@ -34,15 +41,53 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+def _openai_type(status: int) -> str:
+    """OpenAI's error `type` for a status. The SDKs choose their exception class from the status
+    alone; `type` is for people and logs."""
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
 class ServiceError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
     retryable: bool = False
 
-    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: int | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_seconds = retry_after_seconds
+        # For OpenAI's shape: the request field at fault, and the upstream's own error code when
+        # it gave one (`context_length_exceeded`, `model_not_found`, ...).
+        self.param = param
+        self.code = code
+
+    @property
+    def openai_status(self) -> int:
+        """The status on the `/v1` routes, where a client expects what OpenAI itself answers."""
+        return self.status_code
+
+    def as_openai_dict(self) -> dict[str, Any]:
+        """The `error` object in OpenAI's shape, which the OpenAI SDKs read into their
+        exceptions: `code` is the upstream's code, else the service's own `error_type`."""
+        return {
+            "message": self.message,
+            "type": _openai_type(self.openai_status),
+            "param": self.param,
+            "code": self.code or self.error_type,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """The `error` object of every error body and in-band error event."""
@@ -65,9 +110,13 @@ class InvalidRequest(ServiceError):
     status_code = 422
     error_type = "invalid_request"
 
-    def __init__(self, message: str, *, status_code: int = 422) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, status_code: int = 422, param: str | None = None) -> None:
+        super().__init__(message, param=param)
         self.status_code = status_code
+
+    @property
+    def openai_status(self) -> int:
+        return 400  # OpenAI answers every invalid request with 400 (`BadRequestError`)
 
 
 class NotAcceptable(ServiceError):
@@ -78,6 +127,21 @@ class NotAcceptable(ServiceError):
 class PayloadTooLarge(ServiceError):
     status_code = 413
     error_type = "payload_too_large"
+
+
+class RequestTimeout(ServiceError):
+    status_code = 408
+    error_type = "request_timeout"
+
+
+class URITooLong(ServiceError):
+    status_code = 414
+    error_type = "uri_too_long"
+
+
+class RequestHeadTooLarge(ServiceError):
+    status_code = 431
+    error_type = "request_head_too_large"
 
 
 class Unauthorized(ServiceError):
@@ -112,8 +176,39 @@ class UpstreamQuotaExhausted(ServiceError):
 
 
 class UpstreamRejected(ServiceError):
+    """Always 400 on the service's own routes; on `/v1` the upstream's own 4xx (a 404 for an
+    unknown model is the SDKs' `NotFoundError`)."""
+
     status_code = 400
     error_type = "upstream_rejected_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int = 400,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.upstream_status = upstream_status
+
+    @property
+    def openai_status(self) -> int:
+        return self.upstream_status
+
+
+class NotServedUpstream(ServiceError):
+    """The upstream answers 404 for a whole API (an OpenAI-compatible server without
+    `/v1/responses`): not the client's fault, and no retry will help."""
+
+    status_code = 501
+    error_type = "not_implemented_upstream"
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    error_type = "model_not_found"
 
 
 class UpstreamTimeout(ServiceError):
@@ -126,6 +221,11 @@ class UpstreamUnavailable(ServiceError):
     status_code = 502
     error_type = "upstream_unavailable"
     retryable = True
+
+
+class StreamDeadlineExceeded(ServiceError):
+    status_code = 504
+    error_type = "stream_deadline"
 
 
 class ServerShuttingDown(ServiceError):

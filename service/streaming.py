@@ -3,24 +3,30 @@ the bounded body read, and turning a `StreamRequest` into a `ChatStreamResponse`
 
 An endpoint family (`/api/chat/stream`, `/api/chat`, ...) only translates its own body shape into
 the domain's `StreamRequest` and calls `stream_response`, so limits, slots, metrics, heartbeats,
-cancellation and shutdown behave the same on every route.
+cancellation and shutdown behave the same on every route. The OpenAI passthrough (`/v1`, issue
+#8), which relays bodies instead of translating them, calls `respond`, the part after the checks.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import State
 
+from service.chat import OpenedStream
 from service.domain import StreamRequest
+from service.error_responses import ErrorRenderer, error_response
 from service.errors import InvalidRequest, PayloadTooLarge, server_shutting_down
 from service.http.stream_response import STREAM_ID_HEADER, ChatStreamResponse, StreamTiming
-from service.limits import check_request
+from service.limits import StreamSlot, check_request
 from service.outcomes import Delivery
 from service.runtime import Runtime, RuntimeDep
+from service.wire.base import Encoder
 from service.wire.formats import FORMATS, first_per_media_type
 from service.wire.negotiate import choose_format
 from service.wire.sse import is_finished_stream_id
@@ -70,6 +76,8 @@ class StreamOpening:
     chunking: Chunking
     # A reconnecting EventSource that already has `[DONE]` (answered with 204).
     already_complete: bool
+    # The request's own notes: the stream id goes here for the access log.
+    request_state: State
     last_event_id: str | None = None
     # With REDIS_URL set, streams outlive a dropped connection unless `resumable=false`.
     resumable: bool = False
@@ -96,6 +104,7 @@ async def open_stream_request(
         accept=request.headers.get("accept"),
         chunking=chunking,
         already_complete=is_finished_stream_id(last_event_id),
+        request_state=request.state,
         last_event_id=last_event_id,
         resumable=runtime.resume is not None and _resumable(request),
     )
@@ -174,46 +183,115 @@ async def stream_response(
     """The response streaming `chat_request`, in `format_name` (an endpoint's own format) or
     else the one the request negotiated. Refuses before any upstream call: 422 beyond the size
     limits, 406 for an unproducible `Accept`, 429 at the stream limits. With REDIS_URL set, the
-    stream is resumable (`service.resume`), and `chat_id` names it as that chat's active stream."""
+    stream is resumable (`service.resume`), and `chat_id` names it as that chat's active one."""
     runtime = opening.runtime
     settings = runtime.settings
     check_request(chat_request, settings)
     wire_format = FORMATS[format_name or choose_format(opening.format_name, opening.accept)]
-    # Taken last: every check that can refuse the request has passed.
-    slot = runtime.stream_limits.acquire(opening.caller)
-    opened = runtime.chat.open_stream(
-        chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
-    )
-    recorder = opened.recorder
-    events, headers = opened.events, {**wire_format.headers, "Vary": "Accept"}
+    headers = {**wire_format.headers, "Vary": "Accept"}
 
-    def on_finish(delivery: Delivery) -> None:
+    def open_stream() -> OpenedStream:
+        return runtime.chat.open_stream(
+            chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
+        )
+
+    def make_encoder(stream_id: str) -> Encoder:
+        return wire_format.make_encoder(settings, stream_id)
+
+    if runtime.resume is None or not opening.resumable:
+        return respond(
+            runtime,
+            opening.caller,
+            opening.request_state,
+            open_stream,
+            make_encoder,
+            headers=headers,
+        )
+    slot, opened = _take_slot_and_open(runtime, opening.caller, opening.request_state, open_stream)
+    try:
+        followed = await runtime.resume.produce(
+            opened, wire_format.name, slot, opening.caller, chat_id=chat_id
+        )
+    except BaseException:
         slot.release()
-        recorder.finish(delivery)
+        await opened.events.aclose()
+        raise
+    if followed is None:  # the store cannot be reached: streamed directly
+        return _response(runtime, opened, make_encoder, _recording(slot, opened), headers=headers)
+    # The stream's producer outlives this response, and records the stream (issue #13).
+    return _response(
+        runtime,
+        opened._replace(events=followed),
+        make_encoder,
+        _recorded_by_producer,
+        headers={**headers, STREAM_ID_HEADER: opened.stream_id},
+    )
 
-    if runtime.resume is not None and opening.resumable:
-        # The stream's producer outlives this response; it records the stream (issue #13).
-        try:
-            followed = await runtime.resume.produce(
-                opened, wire_format.name, slot, opening.caller, chat_id=chat_id
-            )
-        except BaseException:
-            slot.release()
-            await opened.events.aclose()
-            raise
-        if followed is not None:
-            events, on_finish = followed, _recorded_by_producer
-            headers[STREAM_ID_HEADER] = opened.stream_id
 
-    return ChatStreamResponse(
-        events,
-        wire_format.make_encoder(settings, opened.stream_id),
-        timing=StreamTiming.from_settings(settings),
-        on_finish=on_finish,
-        cut_off=runtime.shutdown.grace_expired,
+def respond(
+    runtime: Runtime,
+    caller: str | None,
+    request_state: State,
+    open_stream: Callable[[], OpenedStream],
+    make_encoder: Callable[[str], Encoder],
+    *,
+    render_error: ErrorRenderer = error_response,
+    headers: Mapping[str, str] | None = None,
+) -> ChatStreamResponse:
+    """The response for one stream of any endpoint family, once its request passed every check.
+    A stream slot is taken last (429 when none is left) and given back however the response
+    ends; the stream is recorded then. `render_error` shapes an error before the first event.
+    The stream id goes into `request_state`, for the access log (`service.http.access_log`)."""
+    slot, opened = _take_slot_and_open(runtime, caller, request_state, open_stream)
+    return _response(
+        runtime,
+        opened,
+        make_encoder,
+        _recording(slot, opened),
+        render_error=render_error,
         headers=headers,
     )
 
 
+def _take_slot_and_open(
+    runtime: Runtime,
+    caller: str | None,
+    request_state: State,
+    open_stream: Callable[[], OpenedStream],
+) -> tuple[StreamSlot, OpenedStream]:
+    slot = runtime.stream_limits.acquire(caller)
+    opened = open_stream()
+    request_state.stream_id = opened.stream_id
+    return slot, opened
+
+
+def _recording(slot: StreamSlot, opened: OpenedStream) -> Callable[[Delivery], None]:
+    def on_finish(delivery: Delivery) -> None:
+        slot.release()
+        opened.recorder.finish(delivery)
+
+    return on_finish
+
+
 def _recorded_by_producer(delivery: Delivery) -> None:
     """A resumable stream is recorded by its producer, not by one of its responses."""
+
+
+def _response(
+    runtime: Runtime,
+    opened: OpenedStream,
+    make_encoder: Callable[[str], Encoder],
+    on_finish: Callable[[Delivery], None],
+    *,
+    render_error: ErrorRenderer = error_response,
+    headers: Mapping[str, str] | None = None,
+) -> ChatStreamResponse:
+    return ChatStreamResponse(
+        opened.events,
+        make_encoder(opened.stream_id),
+        timing=StreamTiming.from_settings(runtime.settings),
+        on_finish=on_finish,
+        cut_off=runtime.shutdown.grace_expired,
+        headers=headers,
+        render_error=render_error,
+    )
