@@ -78,6 +78,8 @@ class StreamOpening:
     already_complete: bool
     # The request's own notes: the stream id goes here for the access log.
     request_state: State
+    # The route's path template (`/api/chat/stream`, `/api/chat`): a bounded label.
+    endpoint: str
 
 
 async def open_stream_request(
@@ -97,6 +99,7 @@ async def open_stream_request(
         chunking=chunking,
         already_complete=is_finished_stream_id(last_event_id),
         request_state=request.state,
+        endpoint=getattr(request.scope.get("route"), "path", "other"),
     )
 
 
@@ -170,7 +173,10 @@ def stream_response(
         opening.caller,
         opening.request_state,
         lambda: runtime.chat.open_stream(
-            chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
+            chat_request,
+            received_at=opening.received_at,
+            endpoint=opening.endpoint,
+            word_chunks=opening.chunking == "word",
         ),
         lambda stream_id: wire_format.make_encoder(settings, stream_id),
         headers={**wire_format.headers, "Vary": "Accept"},
