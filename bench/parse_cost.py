@@ -22,8 +22,8 @@ import openai
 import uvloop
 
 from bench.upstream_server import UpstreamProcess
+from service.domain import ChatMessage, CompletionParams
 from service.settings import Settings
-from service.upstream.base import ChatMessage, CompletionParams
 from service.upstream.openai_chat import OpenAIChatUpstream
 
 PARAMS = CompletionParams(model="m", messages=(ChatMessage("user", "hi"),))

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import threading
 
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.service_process import stop_process
 
 
 def main() -> None:
@@ -41,8 +42,7 @@ class UpstreamProcess:
         self.base_url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
+        stop_process(self.process)
 
 
 if __name__ == "__main__":

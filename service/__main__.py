@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from service.app import create_app
 from service.logging_config import configure_logging
+from service.runtime import runtime_of
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 
@@ -54,7 +55,7 @@ def main() -> None:
         # A backstop only: streams end themselves when the grace period runs out.
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
-    GracefulServer(config, app.state.shutdown).run()
+    GracefulServer(config, runtime_of(app).shutdown).run()
 
 
 if __name__ == "__main__":

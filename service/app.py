@@ -7,72 +7,58 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException
+from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import ClientDisconnect
-from starlette.responses import Response
 
+from service import routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
-from service.errors import InvalidRequest, ServiceError
-from service.http.stream_response import error_response
+from service.error_responses import install_error_handlers
 from service.limits import StreamLimits
-from service.routes import router
-from service.schemas import describe_problems
+from service.runtime import Runtime, runtime_of
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 from service.upstream.base import ChatUpstream
-from service.wire.payloads import error_body
+from service.upstream.providers import build_upstream
 
 logger = logging.getLogger("service")
 
-
-def build_upstream(settings: Settings) -> ChatUpstream:
-    if settings.provider == "demo":
-        from service.upstream.demo import DemoUpstream
-
-        return DemoUpstream(
-            tokens_per_second=settings.demo_tokens_per_second,
-            first_token_delay_seconds=settings.demo_first_token_delay_seconds,
-        )
-    from service.upstream.openai_chat import OpenAIChatUpstream
-
-    return OpenAIChatUpstream(settings)
+# Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
+ROUTERS = (routes.router, ui_chat.router)
 
 
 def create_app(settings: Settings | None = None, upstream: ChatUpstream | None = None) -> FastAPI:
-    """Build the app. `settings` default to the environment; `upstream` to the configured one."""
+    """Build the app. `settings` default to the environment; `upstream` to the configured
+    provider's (`service.upstream.providers`)."""
     resolved = settings if settings is not None else Settings()
+    chosen = upstream if upstream is not None else build_upstream(resolved)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        chosen = upstream if upstream is not None else build_upstream(resolved)
-        app.state.chat = ChatService(resolved, chosen)
-        app.state.shutdown.attach(asyncio.get_running_loop())
-        if chosen.provider == "demo":
-            logger.warning(
-                "no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_*): "
-                "answering with the embedded demo model"
-            )
-        else:
-            logger.info("streaming from %s, default model %s", chosen.provider, resolved.model_name)
+        runtime = runtime_of(app)
+        runtime.shutdown.attach(asyncio.get_running_loop())
+        level, notice = chosen.startup_notice()
+        logger.log(level, notice)
         try:
             yield
         finally:
             await chosen.aclose()
 
-    app = FastAPI(
-        title="LLM chat streaming service",
-        version="0.1.0",
-        lifespan=lifespan,
+    app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)
+    app.state.runtime = Runtime(
+        settings=resolved,
+        chat=ChatService(resolved, chosen),
+        api_keys=APIKeys(resolved.api_keys),
+        stream_limits=StreamLimits(
+            per_process=resolved.max_concurrent_streams, per_key=resolved.max_streams_per_key
+        ),
+        shutdown=ShutdownCoordinator(resolved.shutdown_grace_seconds),
     )
-    app.state.api_keys = APIKeys(resolved.api_keys)
-    app.state.stream_limits = StreamLimits(
-        per_process=resolved.max_concurrent_streams, per_key=resolved.max_streams_per_key
-    )
-    app.state.shutdown = ShutdownCoordinator(resolved.shutdown_grace_seconds)
+    for router in ROUTERS:
+        app.include_router(router)
+    # Middleware added later wraps what was added before: errors are rendered inside CORS, so
+    # a 500 carries the CORS headers too.
+    install_error_handlers(app)
     if resolved.cors_origins:
         # Starlette's CORS middleware is plain ASGI: streaming and disconnects pass through.
         app.add_middleware(
@@ -84,47 +70,4 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
             expose_headers=["Retry-After"],
             max_age=600,
         )
-    app.include_router(router)
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(ClientDisconnect, _client_left)
-    app.add_exception_handler(Exception, _unexpected_error)
     return app
-
-
-async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    return error_response(exc)
-
-
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    return error_response(InvalidRequest(describe_problems(exc.errors())))
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return Response(
-        error_body({"type": kind, "message": str(exc.detail)}),
-        status_code=exc.status_code,
-        headers=exc.headers,
-        media_type="application/json",
-    )
-
-
-async def _client_left(request: Request, exc: Exception) -> Response:
-    """The client went away while sending its body: nobody to answer, nothing to alarm about."""
-    logger.info("client disconnected before its request body was complete")
-    return Response(status_code=400)
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    # The traceback goes to the log, never to the client.
-    logger.error("unhandled error", exc_info=exc)
-    return Response(
-        error_body({"type": "internal_error", "message": "internal server error"}),
-        status_code=500,
-        media_type="application/json",
-    )

@@ -1,7 +1,8 @@
 """One chat stream, assembled: upstream -> metrics observer -> relay.
 
-The route owns HTTP; this owns which model is asked and how the pieces are joined, so the other
-entry points on the roadmap (GET for EventSource, the OpenAI-compatible passthrough) reuse it.
+The routes own HTTP and translate their bodies into a `StreamRequest`; this owns which model is
+asked and how the pieces are joined, so every entry point (POST and GET `/api/chat/stream`, and
+the routes on the roadmap) builds the same stream.
 """
 
 from __future__ import annotations
@@ -11,13 +12,13 @@ from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
 from service.chunking import rechunk_words
+from service.domain import CompletionParams, StreamRequest
 from service.events import ResponseEvent
 from service.metrics import StreamRecorder, observe
 from service.relay import relay
-from service.schemas import ChatRequest
 from service.settings import Settings
 from service.timeouts import first_event_within
-from service.upstream.base import ChatUpstream, CompletionParams
+from service.upstream.base import ChatUpstream
 
 
 def new_stream_id() -> str:
@@ -35,21 +36,16 @@ class ChatService:
         self.settings = settings
         self.upstream = upstream
 
-    def resolve_model(self, requested: str | None) -> str:
-        if self.upstream.provider == "demo":
-            return "demo"
-        return requested or self.settings.model_name
-
     def open_stream(
-        self, request: ChatRequest, *, received_at: float, word_chunks: bool = False
+        self, request: StreamRequest, *, received_at: float, word_chunks: bool = False
     ) -> OpenedStream:
         """The stream's id, its response events and its recorder; nothing runs until the events
         are iterated. The caller reports how the response ended (`recorder.finish`)."""
         stream_id = new_stream_id()
-        model = self.resolve_model(request.model)
+        model = self.upstream.resolve_model(request.model)
         params = CompletionParams(
             model=model,
-            messages=request.chat_messages(),
+            messages=request.messages,
             temperature=request.temperature,
             max_tokens=request.max_tokens,
         )

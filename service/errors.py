@@ -12,16 +12,21 @@
     ├── UpstreamRejected        400      the upstream refused this request (context too long, ...)
     ├── UpstreamTimeout         504      the upstream did not answer in time
     ├── UpstreamUnavailable     502      unreachable, 5xx, or it broke off mid-stream
-    └── ServerShuttingDown      503      this process is stopping; retry elsewhere
+    ├── ServerShuttingDown      503      this process is stopping; retry elsewhere
+    ├── RouteError              404/405  no such route or method (Starlette's routing)
+    └── InternalError           500      the service itself failed (details in the log only)
 
 Provider exceptions are translated into these at exactly one boundary
 (`service.upstream.openai_chat`). A `ServiceError` carries only text that is safe to show: upstream
-error bodies are reduced to a message and a type, secrets are never part of it.
+error bodies are reduced to a message and a type, secrets are never part of it. Every error is
+rendered by one module, `service.error_responses`.
+
+`ConfigurationError` is not among them: it stops the process at start-up, no client sees it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class ServiceError(Exception):
@@ -122,3 +127,38 @@ class ServerShuttingDown(ServiceError):
     status_code = 503
     error_type = "server_shutting_down"
     retryable = True
+
+
+def server_shutting_down() -> ServerShuttingDown:
+    # A fresh exception each time: re-raising one instance grows its traceback forever.
+    return ServerShuttingDown("the server is shutting down; retry the request")
+
+
+class RouteError(ServiceError):
+    """Routing's own refusals (Starlette raises `HTTPException`): 404, 405, and any other
+    status a framework layer raises."""
+
+    _TYPES: ClassVar[dict[int, str]] = {404: "not_found", 405: "method_not_allowed"}
+
+    def __init__(
+        self, message: str, *, status_code: int, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = self._TYPES.get(status_code, "http_error")
+        self._headers = dict(headers or {})
+
+    def headers(self) -> dict[str, str]:
+        return self._headers  # 405 carries `Allow`
+
+
+class InternalError(ServiceError):
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(self, message: str = "internal server error") -> None:
+        super().__init__(message)
+
+
+class ConfigurationError(ValueError):
+    """The environment describes no usable service; the message names the variable to fix."""

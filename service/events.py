@@ -2,8 +2,10 @@
 
 Two layers, one direction:
 
-    upstream  -> TextDelta | Finished | UsageReported | Failed        (what the model did)
-    relay     -> StreamStarted | TextDelta | StreamEnded | StreamFailed  (what the client is told)
+    upstream  -> TextDelta | ReasoningDelta | Finished | UsageReported | Failed
+                                                        (what the model did)
+    relay     -> StreamStarted | TextDelta | ReasoningDelta | StreamEnded | StreamFailed
+                                                        (what the client is told)
 
 Upstream events say nothing about HTTP; response events carry everything an encoder needs, so an
 encoder is a pure function of one event. These are slotted dataclasses rather than pydantic
@@ -22,6 +24,15 @@ from service.errors import ServiceError
 @dataclass(slots=True, frozen=True)
 class TextDelta:
     """A piece of answer text, exactly as the model produced it (never empty)."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningDelta:
+    """A piece of the model's visible reasoning (`reasoning_content` deltas, as vLLM and
+    DeepSeek send them), never empty. Only formats that have a place for it send it (the AI
+    SDK's UI message stream); the others leave it out, so their text stays the answer alone."""
 
     text: str
 
@@ -66,7 +77,7 @@ class Failed:
     error: ServiceError
 
 
-UpstreamEvent = TextDelta | Finished | UsageReported | Failed
+UpstreamEvent = TextDelta | ReasoningDelta | Finished | UsageReported | Failed
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,4 +118,4 @@ class StreamFailed:
     error: ServiceError
 
 
-ResponseEvent = StreamStarted | TextDelta | StreamEnded | StreamFailed
+ResponseEvent = StreamStarted | TextDelta | ReasoningDelta | StreamEnded | StreamFailed

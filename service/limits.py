@@ -1,4 +1,8 @@
-"""Stream slots: at most N concurrent streams per process, and per API key when keys are used.
+"""Limits: bounds on a request's size and spend, and stream slots (at most N concurrent streams
+per process, and per API key when keys are used).
+
+`check_request` runs on the domain request, so every entry point (whatever its body shape)
+enforces the same bounds, each 422 naming the limit and its variable.
 
 A slot is taken before the upstream is called and given back exactly once when the response
 ends, however it ends (completed, error, cancelled, shutdown): `StreamSlot.release` is
@@ -9,9 +13,33 @@ from __future__ import annotations
 
 from collections import Counter
 
-from service.errors import TooManyStreams
+from service.domain import StreamRequest
+from service.errors import InvalidRequest, TooManyStreams
+from service.settings import Settings
 
 _RETRY_AFTER_SECONDS = 1
+
+
+def check_request(request: StreamRequest, settings: Settings) -> None:
+    """The configured bounds on size and spend (MAX_MESSAGES, MAX_INPUT_CHARS,
+    MAX_OUTPUT_TOKENS)."""
+    messages = request.messages
+    if len(messages) > settings.max_messages:
+        raise InvalidRequest(
+            f"messages: at most {settings.max_messages} messages are accepted "
+            f"(MAX_MESSAGES), got {len(messages)}"
+        )
+    characters = sum(len(message.content) for message in messages)
+    if characters > settings.max_input_chars:
+        raise InvalidRequest(
+            f"messages: at most {settings.max_input_chars} characters of content are accepted "
+            f"(MAX_INPUT_CHARS), got {characters}"
+        )
+    if request.max_tokens is not None and request.max_tokens > settings.max_output_tokens:
+        raise InvalidRequest(
+            f"max_tokens: at most {settings.max_output_tokens} (MAX_OUTPUT_TOKENS), "
+            f"got {request.max_tokens}"
+        )
 
 
 class StreamSlot:

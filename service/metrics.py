@@ -15,7 +15,7 @@ Definitions (all from `time.perf_counter`):
 Each stream ends with one structured log line (logger `service.streams`, the summary in
 `record.stream`): ids, outcome, the figures above, and never any prompt or answer text. The
 outcome is decided when the response has ended (`finish`, called by `ChatStreamResponse`), from
-what the transport saw and what the upstream did:
+what the transport saw and what the upstream did (`service.outcomes`):
 
 - `completed`: everything, end marker included, was handed to the client;
 - `cancelled`: the client left, or stopped reading (`error_type` `client_send_timeout`);
@@ -29,17 +29,18 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from typing import Any, Literal
+from typing import Any
 
-from service.events import Failed, StreamMetrics, TextDelta, UpstreamEvent, Usage, UsageReported
-
-Outcome = Literal["completed", "cancelled", "error"]
-_CUT_BY: dict[str, tuple[Outcome, str | None]] = {
-    "client_left": ("cancelled", None),
-    "send_timeout": ("cancelled", "client_send_timeout"),
-    "shutdown": ("error", "server_shutting_down"),
-    "internal_error": ("error", "internal_error"),
-}
+from service.events import (
+    Failed,
+    Finished,
+    StreamMetrics,
+    TextDelta,
+    UpstreamEvent,
+    Usage,
+    UsageReported,
+)
+from service.outcomes import Delivery, Outcome, outcome_of
 
 stream_logger = logging.getLogger("service.streams")
 
@@ -102,16 +103,11 @@ class StreamRecorder:
             **self.metrics().as_dict(),
         }
 
-    def finish(self, delivery: str) -> None:
-        """Record how the response ended (a `service.http.stream_response.Delivery`) and log the
-        stream; only the first call counts."""
+    def finish(self, delivery: Delivery) -> None:
+        """Record how the response ended and log the stream; only the first call counts."""
         if self.outcome is not None:
             return
-        if delivery in _CUT_BY:
-            self.outcome, error_type = _CUT_BY[delivery]
-            self.error_type = error_type or self.error_type
-        else:  # delivered, or refused with an HTTP error: the upstream's own result
-            self.outcome = "error" if self.error_type else "completed"
+        self.outcome, self.error_type = outcome_of(delivery, self.error_type)
         self.ended_at = time.perf_counter()
         stream_logger.info("stream %s", self.outcome, extra={"stream": self.summary()})
 
@@ -133,6 +129,6 @@ async def observe(
                 recorder.usage = event.usage
             elif isinstance(event, Failed):
                 recorder.error_type = event.error.error_type
-            else:
+            elif isinstance(event, Finished):
                 recorder.finish_reason = event.reason
             yield event

@@ -1,6 +1,7 @@
 """Turns what the model did (upstream events) into what the client is told (response events).
 
-`StreamStarted` is held back until the upstream has produced its first text or finish, so that
+`StreamStarted` is held back until the upstream has produced its first text (or reasoning) or
+finish, so that
 the first response event tells whether the upstream accepted the request: a `StreamFailed` first
 means nothing was said yet, and the response can still be a real HTTP error (`service.http`).
 `StreamEnded` combines the finish reason, the usage chunk (which comes after the finish) and the
@@ -15,6 +16,7 @@ from contextlib import aclosing
 from service.events import (
     Failed,
     Finished,
+    ReasoningDelta,
     ResponseEvent,
     StreamEnded,
     StreamFailed,
@@ -39,7 +41,7 @@ async def relay(
     usage: Usage | None = None
     async with aclosing(events):
         async for event in events:
-            if isinstance(event, TextDelta):
+            if isinstance(event, TextDelta | ReasoningDelta):
                 if not sent_start:
                     sent_start = True
                     yield started

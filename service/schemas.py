@@ -1,4 +1,5 @@
-"""The chat request body, validated once per request (never per token).
+"""The `/api/chat/stream` request body, validated once per request (never per token) and
+translated into the domain's `StreamRequest`.
 
 Accepted shapes: `{"messages": [...]}` (multi-turn history is the client's list), or the
 shorthands `{"prompt": "..."}` and `{"message": "..."}` that popular tutorials send, each meaning
@@ -13,9 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.domain import ChatMessage, StreamRequest
 from service.errors import InvalidRequest
-from service.settings import Settings
-from service.upstream.base import ChatMessage
 
 Role = Literal["system", "user", "assistant"]
 
@@ -49,12 +49,14 @@ class ChatRequest(BaseModel):
             )
         return self
 
-    def chat_messages(self) -> tuple[ChatMessage, ...]:
+    def to_stream_request(self) -> StreamRequest:
         if self.messages:
-            return tuple(ChatMessage(m.role, m.content) for m in self.messages)
-        text = self.prompt or self.message
-        assert text is not None
-        return (ChatMessage("user", text),)
+            messages = tuple(ChatMessage(m.role, m.content) for m in self.messages)
+        else:
+            text = self.prompt or self.message
+            assert text is not None
+            messages = (ChatMessage("user", text),)
+        return StreamRequest(messages, self.model, self.temperature, self.max_tokens)
 
 
 def describe_validation_error(error: ValidationError) -> InvalidRequest:
@@ -79,45 +81,24 @@ def describe_problems(problems: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def parse_chat_request(body: bytes) -> ChatRequest:
+def parse_chat_request(body: bytes) -> StreamRequest:
     """From a JSON body, strictly: `"max_tokens": true` or `"temperature": "1.5"` is a 422, not
     a quietly converted value (JSON has real types; query parameters do not, see below)."""
     try:
-        return ChatRequest.model_validate_json(body, strict=True)
+        return ChatRequest.model_validate_json(body, strict=True).to_stream_request()
     except ValidationError as error:
         raise describe_validation_error(error) from None
 
 
-def validate_chat_request(fields: dict[str, Any]) -> ChatRequest:
+def validate_chat_request(fields: dict[str, Any]) -> StreamRequest:
     """From already-decoded fields (query parameters: strings, converted as pydantic does)."""
     try:
-        return ChatRequest.model_validate(fields)
+        return ChatRequest.model_validate(fields).to_stream_request()
     except ValidationError as error:
         raise describe_validation_error(error) from None
 
 
-def enforce_limits(request: ChatRequest, settings: Settings) -> None:
-    """The configured bounds on size and spend; each 422 names the limit and its variable."""
-    messages = request.chat_messages()
-    if len(messages) > settings.max_messages:
-        raise InvalidRequest(
-            f"messages: at most {settings.max_messages} messages are accepted "
-            f"(MAX_MESSAGES), got {len(messages)}"
-        )
-    characters = sum(len(message.content) for message in messages)
-    if characters > settings.max_input_chars:
-        raise InvalidRequest(
-            f"messages: at most {settings.max_input_chars} characters of content are accepted "
-            f"(MAX_INPUT_CHARS), got {characters}"
-        )
-    if request.max_tokens is not None and request.max_tokens > settings.max_output_tokens:
-        raise InvalidRequest(
-            f"max_tokens: at most {settings.max_output_tokens} (MAX_OUTPUT_TOKENS), "
-            f"got {request.max_tokens}"
-        )
-
-
-def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
     """Replace pydantic's `#/$defs/...` references by the definitions themselves: inside an
     OpenAPI document such a reference would point at the document's root, where nothing is."""
     definitions = schema.pop("$defs", {})
@@ -139,7 +120,7 @@ def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_request_body() -> dict[str, Any]:
     """The body's schema for the OpenAPI document (the route parses the body itself), with
     "exactly one of messages, prompt, message" spelt out as `oneOf`."""
-    schema = _inline_definitions(ChatRequest.model_json_schema())
+    schema = inline_definitions(ChatRequest.model_json_schema())
     schema["oneOf"] = [
         {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
         for name in ("messages", "prompt", "message")

@@ -1,7 +1,8 @@
 """Configuration: read once from the environment (and `.env`), validated, then passed in.
 
-`Settings.provider` is derived from what is configured, so a misconfiguration fails at start-up
-with a message naming the variable rather than at the first request:
+The provider is resolved once, in the validator, from the provider table
+(`service.upstream.providers`), so a misconfiguration fails at start-up with a message naming the
+variable rather than at the first request:
 
 - `AZURE_OPENAI_ENDPOINT` (with `AZURE_OPENAI_API_KEY`) -> Azure OpenAI;
 - `OPENAI_API_KEY` and/or `OPENAI_BASE_URL` -> OpenAI or any OpenAI-compatible server
@@ -15,14 +16,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Provider = Literal["openai", "azure", "demo"]
+from service.errors import ConfigurationError
+from service.upstream.providers import PROVIDERS, resolve_provider
 
-
-class ConfigurationError(ValueError):
-    """The environment describes no usable service; the message names the variable to fix."""
+__all__ = ["ConfigurationError", "Settings"]
 
 
 class Settings(BaseSettings):
@@ -32,9 +32,9 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
     )
 
-    provider_override: Literal["auto", "openai", "azure", "demo"] = Field(
-        default="auto", alias="PROVIDER"
-    )
+    # `auto`, or a name from the provider table (`service.upstream.providers.PROVIDERS`).
+    provider_override: str = Field(default="auto", alias="PROVIDER")
+    _provider: str = PrivateAttr(default="")
 
     # OpenAI and OpenAI-compatible servers (the SDK's own variable names).
     openai_api_key: SecretStr | None = None
@@ -95,7 +95,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_provider(self) -> Settings:
-        self._resolve_provider()
+        self._provider = resolve_provider(self, self.provider_override.strip().lower())
         if "*" in self.cors_origins and self.cors_allow_credentials:
             raise ConfigurationError(
                 "CORS_ALLOW_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true "
@@ -124,38 +124,11 @@ class Settings(BaseSettings):
         )
 
     @property
-    def provider(self) -> Provider:
-        return self._resolve_provider()
+    def provider(self) -> str:
+        """The provider's name in the provider table, resolved once at validation."""
+        return self._provider
 
     @property
     def model_name(self) -> str:
         """The model asked for when a request names none (the deployment, on Azure)."""
-        if self.provider == "demo":
-            return "demo"
-        if self.provider == "azure" and self.azure_openai_deployment:
-            return self.azure_openai_deployment
-        return self.default_model
-
-    def _resolve_provider(self) -> Provider:
-        azure_wanted = bool(self.azure_openai_endpoint or self.azure_openai_api_key)
-        openai_wanted = bool(self.openai_api_key or self.openai_base_url)
-        choice = self.provider_override
-        if choice == "auto":
-            if azure_wanted and openai_wanted:
-                raise ConfigurationError(
-                    "both Azure OpenAI (AZURE_OPENAI_*) and OpenAI (OPENAI_*) are configured; "
-                    "set PROVIDER=azure or PROVIDER=openai to choose"
-                )
-            choice = "azure" if azure_wanted else "openai" if openai_wanted else "demo"
-        if choice == "azure":
-            if not self.azure_openai_endpoint:
-                raise ConfigurationError("AZURE_OPENAI_ENDPOINT is required for Azure OpenAI")
-            if not self.azure_openai_api_key:
-                raise ConfigurationError(
-                    "AZURE_OPENAI_API_KEY is required when AZURE_OPENAI_ENDPOINT is set"
-                )
-        if choice == "openai" and not openai_wanted:
-            raise ConfigurationError(
-                "PROVIDER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)"
-            )
-        return choice
+        return PROVIDERS[self._provider].default_model(self)

@@ -25,7 +25,8 @@ class ShutdownCoordinator:
         self._loop = loop
 
     def begin(self) -> None:
-        """Start draining. Safe from a signal handler: the timer is armed on the loop."""
+        """Start draining. Safe from a signal handler or another thread: the timer is armed on
+        the loop."""
         if self.draining:
             return
         self.draining = True

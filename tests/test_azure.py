@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conftest import FIXTURES, TEST_KEY, ServiceFactory, answer_text, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, split_awkwardly
+from testkit.fake_upstream import RECORDINGS, FakeUpstream, Reply, split_awkwardly
+from testkit.services import TEST_KEY, ServiceFactory
+from testkit.sse_client import answer_text, stream_chat
 
 
 def test_azure_deployment_url_auth_and_stream(
@@ -16,7 +17,7 @@ def test_azure_deployment_url_auth_and_stream(
         upstream_max_retries=0,
     )
     upstream.queue(
-        Reply(pieces=list(split_awkwardly((FIXTURES / "azure_chat_stream.sse").read_bytes())))
+        Reply(pieces=list(split_awkwardly((RECORDINGS / "azure_chat_stream.sse").read_bytes())))
     )
     response, events = stream_chat(running.base_url, {"prompt": "hi"})
     assert response.status_code == 200

@@ -16,7 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from service.settings import Settings
-from tests.conftest import RunningService, start_service, stop_service
+from testkit.services import RunningService, start_service, stop_service
+
+pytestmark = pytest.mark.server  # the fuzzed service is started by this module's fixture
 
 EXAMPLES_PER_OPERATION = 60
 FUZZ_KEY = "fuzz-service-key"

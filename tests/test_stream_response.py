@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from service.errors import UpstreamUnavailable
@@ -18,7 +18,8 @@ from service.events import (
     StreamStarted,
     TextDelta,
 )
-from service.http.stream_response import ChatStreamResponse, Delivery
+from service.http.stream_response import ChatStreamResponse, StreamTiming
+from service.outcomes import Delivery
 from service.wire.sse import SSEEncoder
 from service.wire.text import TextEncoder
 
@@ -48,6 +49,7 @@ class Client:
         self.messages: list[dict[str, Any]] = []
         self.block_on_last = block_on_last
         self.gone = asyncio.Event()
+        self._sent = asyncio.Event()
 
     async def receive(self) -> dict[str, Any]:
         await self.gone.wait()
@@ -57,6 +59,13 @@ class Client:
         if self.block_on_last and message.get("more_body") is False:
             await asyncio.Event().wait()  # the client's window stays closed
         self.messages.append(message)
+        self._sent.set()
+
+    async def wait_for(self, marker: bytes) -> None:
+        """Until the body received so far contains `marker`."""
+        while marker not in self.body:
+            self._sent.clear()
+            await self._sent.wait()
 
     @property
     def status(self) -> int:
@@ -67,11 +76,13 @@ class Client:
         return b"".join(m.get("body", b"") for m in self.messages[1:])
 
 
-def run(
-    response: ChatStreamResponse, client: Client, timeout: float = 5
-) -> tuple[list[Delivery], float]:
+Make = Callable[[Callable[[Delivery], None]], ChatStreamResponse]
+
+
+def run(make: Make, client: Client, timeout: float = 5) -> tuple[list[Delivery], float]:
+    """Builds the response with an `on_finish` that records, and runs it against `client`."""
     finished: list[Delivery] = []
-    response._on_finish = finished.append
+    response = make(finished.append)
 
     async def main() -> float:
         started = time.monotonic()
@@ -81,9 +92,11 @@ def run(
     return finished, asyncio.run(main())
 
 
-def sse(events: AsyncGenerator[ResponseEvent, None], **kwargs: Any) -> ChatStreamResponse:
-    options = {"heartbeat_seconds": 15.0, "send_timeout_seconds": 0.3, **kwargs}
-    return ChatStreamResponse(events, SSEEncoder("s"), **options)
+def sse(events: AsyncGenerator[ResponseEvent, None], heartbeat_seconds: float = 15.0) -> Make:
+    timing = StreamTiming(heartbeat_seconds=heartbeat_seconds, send_timeout_seconds=0.3)
+    return lambda on_finish: ChatStreamResponse(
+        events, SSEEncoder("s"), timing=timing, on_finish=on_finish
+    )
 
 
 def test_a_stuck_last_write_is_timed_out_and_reported() -> None:
@@ -125,10 +138,13 @@ def test_a_format_without_heartbeat_keeps_its_real_status() -> None:
         yield StreamFailed(UpstreamUnavailable("gone"))
 
     client = Client()
-    response = ChatStreamResponse(
-        late_failure(), TextEncoder(), heartbeat_seconds=0.05, send_timeout_seconds=1
+    timing = StreamTiming(heartbeat_seconds=0.05, send_timeout_seconds=1)
+    finished, _ = run(
+        lambda on_finish: ChatStreamResponse(
+            late_failure(), TextEncoder(), timing=timing, on_finish=on_finish
+        ),
+        client,
     )
-    finished, _ = run(response, client)
     assert finished == ["refused"]
     assert client.status == 502
 
@@ -155,15 +171,15 @@ def test_client_leaving_is_reported_once() -> None:
 
     client = Client()
 
-    async def leave_soon() -> None:
-        await asyncio.sleep(0.2)
+    async def leave_mid_stream() -> None:
+        await client.wait_for(b'"content":"x"')
         client.gone.set()
 
     finished: list[Delivery] = []
-    response = sse(endless(), on_finish=finished.append)
+    response = sse(endless())(finished.append)
 
     async def main() -> None:
-        await asyncio.gather(response(SCOPE, client.receive, client.send), leave_soon())  # type: ignore[arg-type]
+        await asyncio.gather(response(SCOPE, client.receive, client.send), leave_mid_stream())  # type: ignore[arg-type]
 
     asyncio.run(main())
     assert finished == ["client_left"]

@@ -8,9 +8,10 @@ from pydantic import ValidationError
 
 from service.events import Usage
 from service.metrics import StreamRecorder
-from service.upstream.openai_chat import OpenAIChatUpstream
-from tests.conftest import TEST_KEY, RunningService, make_settings, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, chunk_event, error_body
+from service.upstream.redaction import safe_message
+from testkit.fake_upstream import FakeUpstream, Reply, chunk_event, error_body
+from testkit.services import TEST_KEY, RunningService, make_settings
+from testkit.sse_client import stream_chat
 
 AZURE_STYLE_KEY = "0123456789abcdef0123456789abcdef"
 
@@ -69,14 +70,12 @@ def test_tokens_per_second_leaves_out_hidden_reasoning() -> None:
 
 
 def test_redaction_happens_before_truncation_and_spares_words() -> None:
-    upstream = OpenAIChatUpstream(
-        make_settings(openai_api_key=AZURE_STYLE_KEY, openai_base_url="http://127.0.0.1:9")
-    )
+    secrets = [AZURE_STYLE_KEY]
     straddling = "x" * 490 + " " + AZURE_STYLE_KEY + " tail"
-    message = upstream._safe_message({"error": {"message": straddling}}, fallback="f")
+    message = safe_message({"error": {"message": straddling}}, secrets=secrets, fallback="f")
     assert AZURE_STYLE_KEY[:8] not in message
     words = "task-specific token_limit_exceeded key-value: use sk-abc12345678 please"
-    kept = upstream._safe_message({"error": {"message": words}}, fallback="f")
+    kept = safe_message({"error": {"message": words}}, secrets=secrets, fallback="f")
     assert kept == "task-specific token_limit_exceeded key-value: use [redacted] please"
 
 

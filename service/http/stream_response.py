@@ -25,8 +25,9 @@ Cancelling the sender closes the event iterator in its `finally`, and so the ups
 each layer below closes its own inner iterator (`contextlib.aclosing`), so nothing waits for
 garbage collection. The client leaving is learnt from the server's `http.disconnect` message
 (https://asgi.readthedocs.io/en/latest/specs/www.html#disconnect-receive-event), never by
-polling `is_disconnected()` per token. How the response ended is reported once, through
-`on_finish`, and the stream slot (`service.limits`) is given back however it ends.
+polling `is_disconnected()` per token. How the response ended (a `service.outcomes.Delivery`)
+is reported exactly once, through `on_finish`, however it ends: the caller releases the stream
+slot and records the stream there.
 
 Why not sse-starlette's `EventSourceResponse`: its send path costs ~12 µs per event (an anyio
 cancel scope per send, for the send timeout), 40% of the per-token budget (issue #2), while
@@ -38,17 +39,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.errors import ServerShuttingDown, ServiceError
+from service.error_responses import error_response
+from service.errors import InternalError, ServiceError, server_shutting_down
 from service.events import ResponseEvent, StreamEnded, StreamFailed
-from service.limits import StreamSlot
-from service.shutdown import ShutdownCoordinator
+from service.outcomes import Delivery
+from service.settings import Settings
 from service.wire.base import Encoder
-from service.wire.payloads import error_body
 
 logger = logging.getLogger("service.http")
 
@@ -60,34 +62,21 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
-# How a response ended, as the transport saw it (`StreamRecorder.finish` turns it into the
-# stream's outcome).
-Delivery = Literal[
-    "delivered", "refused", "client_left", "send_timeout", "shutdown", "internal_error"
-]
+
+@dataclass(frozen=True, slots=True)
+class StreamTiming:
+    # A heartbeat after this long without a write (formats that have one).
+    heartbeat_seconds: float
+    # A client that accepts no bytes for this long is dropped.
+    send_timeout_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> StreamTiming:
+        return cls(settings.heartbeat_seconds, settings.send_timeout_seconds)
 
 
 class SendTimeout(Exception):
     """The client accepted no bytes for `send_timeout_seconds`."""
-
-
-class InternalError(ServiceError):
-    status_code = 500
-    error_type = "internal_error"
-
-
-def shutting_down() -> ServerShuttingDown:
-    # A fresh exception each time: re-raising one instance grows its traceback forever.
-    return ServerShuttingDown("the server is shutting down; retry the request")
-
-
-def error_response(error: ServiceError) -> Response:
-    return Response(
-        error_body(error.as_dict()),
-        status_code=error.status_code,
-        headers=error.headers(),
-        media_type="application/json",
-    )
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -111,19 +100,18 @@ class ChatStreamResponse(Response):
         events: AsyncGenerator[ResponseEvent, None],
         encoder: Encoder,
         *,
-        heartbeat_seconds: float,
-        send_timeout_seconds: float,
+        timing: StreamTiming,
+        on_finish: Callable[[Delivery], None],
+        cut_off: asyncio.Event | None = None,
         headers: Mapping[str, str] | None = None,
-        slot: StreamSlot | None = None,
-        shutdown: ShutdownCoordinator | None = None,
-        on_finish: Callable[[Delivery], None] | None = None,
     ) -> None:
+        """`on_finish` is called once with how the response ended; `cut_off`, when set, ends
+        the stream in-band as `server_shutting_down` (the shutdown grace ran out)."""
         self._events = events
         self._encoder = encoder
-        self._heartbeat_seconds = heartbeat_seconds
-        self._send_timeout_seconds = send_timeout_seconds
-        self._slot = slot
-        self._shutdown = shutdown
+        self._heartbeat_seconds = timing.heartbeat_seconds
+        self._send_timeout_seconds = timing.send_timeout_seconds
+        self._cut_off = cut_off
         self._on_finish = on_finish
         self.background = None
         self.status_code = 200
@@ -142,16 +130,13 @@ class ChatStreamResponse(Response):
         try:
             delivery = await self._respond(scope, receive, send)
         finally:
-            if self._slot is not None:
-                self._slot.release()
-            if self._on_finish is not None:
-                self._on_finish(delivery)
+            self._on_finish(delivery)
 
     async def _grace_expired(self) -> None:
-        if self._shutdown is None:
+        if self._cut_off is None:
             await asyncio.Future()  # never
         else:
-            await self._shutdown.grace_expired.wait()
+            await self._cut_off.wait()
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> Delivery:
         first: asyncio.Future[ResponseEvent] = asyncio.ensure_future(anext(self._events))
@@ -191,14 +176,14 @@ class ChatStreamResponse(Response):
             await self._discard(first)
             if disconnected.done():
                 return "client_left"
-            await error_response(shutting_down())(scope, receive, send)
+            await error_response(server_shutting_down())(scope, receive, send)
             return "shutdown"
         if first.done():
             failure = first.exception()
             if failure is not None:
                 logger.error("stream failed before its first event", exc_info=failure)
                 await self._discard(first)
-                await error_response(InternalError("internal server error"))(scope, receive, send)
+                await error_response(InternalError())(scope, receive, send)
                 return "internal_error"
             opening = first.result()
             if isinstance(opening, StreamFailed):
@@ -238,7 +223,7 @@ class ChatStreamResponse(Response):
             if isinstance(failure, OSError):  # the server reports the client gone
                 return "client_left"
             logger.error("stream failed while sending", exc_info=failure)
-            await self._end_in_band(send, InternalError("internal server error"))
+            await self._end_in_band(send, InternalError())
             return "internal_error"
         if disconnected.done() and not disconnected.cancelled():
             return "client_left"
@@ -250,10 +235,12 @@ class ChatStreamResponse(Response):
                 )
                 return "send_timeout"
             logger.error("heartbeat monitor failed", exc_info=problem)
-            await self._end_in_band(send, InternalError("internal server error"))
+            await self._end_in_band(send, InternalError())
             return "internal_error"
         # Short: uvicorn's own graceful timeout (grace + 5 s) must not cut the notice off.
-        await self._end_in_band(send, shutting_down(), within=min(2.0, self._send_timeout_seconds))
+        await self._end_in_band(
+            send, server_shutting_down(), within=min(2.0, self._send_timeout_seconds)
+        )
         return "shutdown"
 
     async def _send_events(self, send: Send, first: asyncio.Future[ResponseEvent]) -> None:

@@ -3,26 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
 from typing import Protocol
 
+from service.domain import CompletionParams
 from service.events import UpstreamEvent
-
-
-@dataclass(slots=True, frozen=True)
-class ChatMessage:
-    role: str
-    content: str
-
-
-@dataclass(slots=True, frozen=True)
-class CompletionParams:
-    """One chat completion to stream; `model` is already resolved to a concrete name."""
-
-    model: str
-    messages: tuple[ChatMessage, ...]
-    temperature: float | None = None
-    max_tokens: int | None = None
 
 
 class ChatUpstream(Protocol):
@@ -34,7 +18,18 @@ class ChatUpstream(Protocol):
     releases the upstream connection at once.
     """
 
+    # The provider's name in the provider table (`service.upstream.providers`).
     provider: str
+    # Whether answers are canned (the embedded demo model), for `/healthz` and the chat page.
+    is_demo: bool
+
+    def resolve_model(self, requested: str | None) -> str:
+        """The concrete model a request for `requested` (None: the default) is sent to."""
+        ...
+
+    def startup_notice(self) -> tuple[int, str]:
+        """The log level and line that say, at start-up, what the service streams from."""
+        ...
 
     def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamEvent, None]: ...
 

@@ -8,11 +8,16 @@ downstream of it (wire formats, metrics, cancellation) behaves exactly as with a
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
+from service.domain import CompletionParams
 from service.events import Finished, TextDelta, UpstreamEvent, Usage, UsageReported
-from service.upstream.base import CompletionParams
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 _QUOTE_CHARS = 80
@@ -33,14 +38,32 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
+def build(settings: Settings) -> DemoUpstream:
+    """The provider table's constructor (`service.upstream.providers`)."""
+    return DemoUpstream(
+        tokens_per_second=settings.demo_tokens_per_second,
+        first_token_delay_seconds=settings.demo_first_token_delay_seconds,
+    )
+
+
 class DemoUpstream:
     """`ChatUpstream` that needs no network."""
 
     provider = "demo"
+    is_demo = True
 
     def __init__(self, *, tokens_per_second: float, first_token_delay_seconds: float) -> None:
         self._interval = 1.0 / tokens_per_second
         self._first_token_delay = first_token_delay_seconds
+
+    def resolve_model(self, requested: str | None) -> str:
+        return "demo"  # whatever was asked for, the canned answer comes from here
+
+    def startup_notice(self) -> tuple[int, str]:
+        return logging.WARNING, (
+            "no upstream configured (OPENAI_API_KEY, OPENAI_BASE_URL or AZURE_OPENAI_*): "
+            "answering with the embedded demo model"
+        )
 
     async def aclose(self) -> None:
         return None

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
@@ -25,6 +24,7 @@ import anyio
 import httpx2
 import openai
 
+from service.domain import CompletionParams
 from service.errors import (
     ServiceError,
     UpstreamAuthFailed,
@@ -34,19 +34,22 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.events import Failed, Finished, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.events import (
+    Failed,
+    Finished,
+    ReasoningDelta,
+    TextDelta,
+    UpstreamEvent,
+    Usage,
+    UsageReported,
+)
 from service.settings import Settings
-from service.upstream.base import CompletionParams
+from service.upstream.redaction import safe_message
 from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
 
 _DONE = b"[DONE]"
 _DRAIN_SECONDS = 0.1
-_MAX_MESSAGE_CHARS = 500
 _MAX_RETRY_AFTER_SECONDS = 3600
-# Key-shaped strings are cut from any upstream text we pass on (OpenAI echoes a masked key in
-# its 401 message; some compatible servers echo it whole): OpenAI-style `sk-...` keys, and any
-# run of 32 or more letters and digits (Azure keys are 32 hex digits).
-_SECRET_PATTERN = re.compile(r"\bsk-[A-Za-z0-9_\-*]{8,}|\b[A-Za-z0-9]{32,}\b")
 
 logger = logging.getLogger("service.upstream")
 
@@ -62,7 +65,7 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
         if settings.upstream_http_client == "aiohttp"
         else openai.DefaultAsyncHttpxClient(timeout=timeout)
     )
-    if settings.provider == "azure":
+    if settings.provider == "azure":  # this module serves two entries of the provider table
         assert settings.azure_openai_endpoint
         assert settings.azure_openai_api_key
         return openai.AsyncAzureOpenAI(
@@ -84,17 +87,33 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
     )
 
 
+def build(settings: Settings) -> OpenAIChatUpstream:
+    """The provider table's constructor (`service.upstream.providers`)."""
+    return OpenAIChatUpstream(settings)
+
+
 class OpenAIChatUpstream:
     """`ChatUpstream` over the OpenAI chat completions API (OpenAI, Azure, compatible servers)."""
 
+    is_demo = False
+
     def __init__(self, settings: Settings, client: openai.AsyncOpenAI | None = None) -> None:
         self.provider: str = settings.provider
+        self._default_model = settings.model_name
         self._client = client or build_client(settings)
         self._include_usage = settings.upstream_include_usage
         self._secrets = tuple(
             secret.get_secret_value()
             for secret in (settings.openai_api_key, settings.azure_openai_api_key)
             if secret is not None
+        )
+
+    def resolve_model(self, requested: str | None) -> str:
+        return requested or self._default_model
+
+    def startup_notice(self) -> tuple[int, str]:
+        return logging.INFO, (
+            f"streaming from {self.provider}, default model {self._default_model}"
         )
 
     async def aclose(self) -> None:
@@ -168,6 +187,11 @@ class OpenAIChatUpstream:
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
+                # vLLM and DeepSeek stream `reasoning_content`; newer vLLM and OpenRouter
+                # `reasoning`.
+                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    events.append(ReasoningDelta(thought))
                 text = delta.get("content") or delta.get("refusal")
                 if text and isinstance(text, str):
                     events.append(TextDelta(text))
@@ -196,26 +220,16 @@ class OpenAIChatUpstream:
         if status == 408:
             return UpstreamTimeout("the upstream timed out")
         if 400 <= status < 500:
-            return UpstreamRejected(self._safe_message(error.body, fallback=error.message))
+            return UpstreamRejected(
+                safe_message(error.body, secrets=self._secrets, fallback=error.message)
+            )
         return UpstreamUnavailable(f"the upstream failed with status {status}")
 
     def _in_stream_error(self, body: object) -> ServiceError:
-        message = self._safe_message(body, fallback="the upstream reported an error")
+        message = safe_message(
+            body, secrets=self._secrets, fallback="the upstream reported an error"
+        )
         return UpstreamUnavailable(f"the upstream failed mid-stream: {message}")
-
-    def _safe_message(self, body: object, *, fallback: str) -> str:
-        """The upstream's reason, reduced to one short line with anything key-shaped removed."""
-        message: object = fallback
-        if isinstance(body, dict):
-            inner = body.get("error", body)
-            if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-                message = inner["message"]
-        text = " ".join(str(message).split())
-        # Redacted before it is shortened, so a secret cut in two is still found whole.
-        for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        text = _SECRET_PATTERN.sub("[redacted]", text)
-        return text[:_MAX_MESSAGE_CHARS] or fallback
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:

@@ -1,10 +1,15 @@
-"""What the HTTP layer needs from a wire format."""
+"""What the HTTP layer needs from a wire format, and the registry entry that describes one."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.events import ResponseEvent
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 
 class Encoder(Protocol):
@@ -21,3 +26,21 @@ class Encoder(Protocol):
     def encode(self, event: ResponseEvent) -> bytes: ...
 
     def close(self) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireFormat:
+    """One entry of the format registry (`service.wire.formats`): negotiation, the 406 message
+    and the OpenAPI document are derived from these."""
+
+    # The `format` query parameter's value.
+    name: str
+    media_type: str
+    # A fresh encoder for one stream: (settings, stream id) -> encoder. Settings decide the
+    # options (SSE `retry:`, whether NDJSON sends heartbeats).
+    make_encoder: Callable[[Settings, str], Encoder]
+    # The OpenAPI 3.2 media type object of a 200 answer (`itemSchema` for a sequence of items:
+    # https://spec.openapis.org/oas/v3.2.0.html#sequential-media-types).
+    openapi: dict[str, Any]
+    # Response headers the format's clients look for.
+    headers: Mapping[str, str] = field(default_factory=dict)

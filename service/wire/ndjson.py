@@ -8,8 +8,14 @@ client that treats every line as an event must know to skip it.
 
 from __future__ import annotations
 
-from service.events import ResponseEvent
-from service.wire.payloads import event_payload
+from typing import TYPE_CHECKING
+
+from service.events import ReasoningDelta, ResponseEvent
+from service.wire.base import WireFormat
+from service.wire.payloads import PAYLOAD_SCHEMA, event_payload
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 MEDIA_TYPE = "application/x-ndjson"
 HEARTBEAT = b'{"type":"ping","content":""}\n'
@@ -22,7 +28,21 @@ class NDJSONEncoder:
         self.heartbeat: bytes | None = HEARTBEAT if heartbeat else None
 
     def encode(self, event: ResponseEvent) -> bytes:
-        return event_payload(event) + b"\n"
+        if type(event) is not ReasoningDelta:
+            return event_payload(event) + b"\n"
+        return b""  # this format carries the answer only (service.events)
 
     def close(self) -> bytes:
         return b""
+
+
+def _encoder(settings: Settings, stream_id: str) -> NDJSONEncoder:
+    return NDJSONEncoder(heartbeat=settings.ndjson_heartbeat)
+
+
+FORMAT = WireFormat(
+    name="ndjson",
+    media_type=MEDIA_TYPE,
+    make_encoder=_encoder,
+    openapi={"itemSchema": PAYLOAD_SCHEMA},
+)

@@ -1,27 +1,18 @@
 """Which wire format a request gets: the `format` parameter, else the `Accept` header.
 
 `Accept` is read as RFC 9110 section 12.5.1 describes: media ranges with optional `q` weights,
-the most specific range deciding each type's weight. Among the supported types the highest
-weight wins, ties going to the order below (SSE first); no header, or `*/*`, means SSE. When
-every supported type has weight 0 the answer is 406, naming what is supported.
+the most specific range deciding each type's weight. Among the registered formats
+(`service.wire.formats`) the highest weight wins, ties going to the registry's order (SSE
+first); no header, or `*/*`, means the default. When every format has weight 0 the answer is
+406, naming what is supported.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
+from service.errors import InvalidRequest, NotAcceptable
+from service.wire.formats import DEFAULT, FORMATS, first_per_media_type
 
-from service.errors import NotAcceptable
-from service.wire import ndjson, sse, text
-from service.wire.base import Encoder
-
-FormatName = Literal["sse", "ndjson", "text"]
-
-MEDIA_TYPES: dict[FormatName, str] = {
-    "sse": sse.MEDIA_TYPE,
-    "ndjson": ndjson.MEDIA_TYPE,
-    "text": text.MEDIA_TYPE,
-}
+_NEGOTIABLE = first_per_media_type()
 
 
 def _weights(accept: str) -> list[tuple[str, float]]:
@@ -59,29 +50,24 @@ def _weight_of(media_type: str, ranges: list[tuple[str, float]]) -> float:
     return best_weight
 
 
-def choose_format(format_name: FormatName | None, accept: str | None) -> FormatName:
+def choose_format(format_name: str | None, accept: str | None) -> str:
+    """The registered format's name; `InvalidRequest` for an unknown `format`, `NotAcceptable`
+    when `Accept` rules out every format."""
     if format_name is not None:
+        if format_name not in FORMATS:
+            raise InvalidRequest(
+                f"format: must be one of {', '.join(FORMATS)}; got {format_name[:40]!r}"
+            )
         return format_name
     if not accept or not accept.strip():
-        return "sse"
+        return DEFAULT
     ranges = _weights(accept)
-    weighted = [(_weight_of(media_type, ranges), name) for name, media_type in MEDIA_TYPES.items()]
+    weighted = [(_weight_of(media, ranges), entry.name) for media, entry in _NEGOTIABLE.items()]
     best_weight = max(weight for weight, _ in weighted)
     if best_weight <= 0:
         raise NotAcceptable(
             "none of the requested types can be produced; supported: "
-            + ", ".join(MEDIA_TYPES.values())
-            + " (or the format parameter: sse, ndjson, text)"
+            + ", ".join(_NEGOTIABLE)
+            + f" (or the format parameter: {', '.join(FORMATS)})"
         )
     return next(name for weight, name in weighted if weight == best_weight)
-
-
-def encoder_factory(
-    name: FormatName, *, sse_retry_ms: int, ndjson_heartbeat: bool
-) -> Callable[[str], Encoder]:
-    """A function from stream id to a fresh encoder for that stream."""
-    if name == "sse":
-        return lambda stream_id: sse.SSEEncoder(stream_id, retry_ms=sse_retry_ms)
-    if name == "ndjson":
-        return lambda _stream_id: ndjson.NDJSONEncoder(heartbeat=ndjson_heartbeat)
-    return lambda _stream_id: text.TextEncoder()

@@ -14,6 +14,16 @@ from typing import Any
 
 from service.events import ResponseEvent, StreamEnded, StreamFailed, StreamStarted, TextDelta
 
+# The objects above, for the OpenAPI document.
+PAYLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "content"],
+    "properties": {
+        "type": {"enum": ["start", "delta", "end", "error", "ping"]},
+        "content": {"type": "string"},
+    },
+}
+
 
 def json_string(text: str) -> bytes:
     """`text` as a JSON string literal in UTF-8 (the C encoder; ~1 µs for a token).
@@ -37,6 +47,8 @@ def delta_payload(text: str) -> bytes:
 
 
 def event_payload(event: ResponseEvent) -> bytes:
+    """The object for `event`; a `ReasoningDelta` has none (the formats built on these objects
+    carry the answer only)."""
     if type(event) is TextDelta:
         return delta_payload(event.text)
     if isinstance(event, StreamStarted):
@@ -53,8 +65,9 @@ def event_payload(event: ResponseEvent) -> bytes:
                 "metrics": event.metrics.as_dict(),
             }
         )
-    assert isinstance(event, StreamFailed)
-    return _object({"type": "error", "content": "", "error": event.error.as_dict()})
+    if isinstance(event, StreamFailed):
+        return _object({"type": "error", "content": "", "error": event.error.as_dict()})
+    raise ValueError(f"no payload for {type(event).__name__}")
 
 
 def error_body(error_fields: dict[str, Any]) -> bytes:

@@ -16,8 +16,21 @@ stream the client already has in full, answered with 204 so the browser stops
 
 from __future__ import annotations
 
-from service.events import ResponseEvent, StreamEnded, StreamFailed, StreamStarted, TextDelta
+from typing import TYPE_CHECKING, Any
+
+from service.events import (
+    ReasoningDelta,
+    ResponseEvent,
+    StreamEnded,
+    StreamFailed,
+    StreamStarted,
+    TextDelta,
+)
+from service.wire.base import WireFormat
 from service.wire.payloads import delta_payload, event_payload
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 MEDIA_TYPE = "text/event-stream"
 HEARTBEAT = b": ping\n\n"
@@ -76,9 +89,38 @@ class SSEEncoder:
         return event_id
 
     def encode(self, event: ResponseEvent) -> bytes:
+        if type(event) is TextDelta:  # the hot path first
+            return encode_event(event, self._next_id())
+        if type(event) is ReasoningDelta:
+            return b""  # this format carries the answer only (service.events)
         if isinstance(event, StreamStarted):
             return encode_event(event, self._next_id(), self._retry_ms)
         return encode_event(event, self._next_id())
 
     def close(self) -> bytes:
         return encode_done(self._stream_id + DONE_ID_SUFFIX)
+
+
+def _encoder(settings: Settings, stream_id: str) -> SSEEncoder:
+    return SSEEncoder(stream_id, retry_ms=settings.sse_retry_ms)
+
+
+# One SSE event as OpenAPI 3.2 describes event streams:
+# https://spec.openapis.org/oas/v3.2.0.html#special-considerations-for-server-sent-events
+_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {"type": "string", "description": "a JSON payload, or [DONE] last"},
+        "event": {"enum": ["start", "end", "error", "message"]},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+FORMAT = WireFormat(
+    name="sse",
+    media_type=MEDIA_TYPE,
+    make_encoder=_encoder,
+    # With itemSchema, `schema` describes the whole stream: the list of its events.
+    openapi={"itemSchema": _EVENT_SCHEMA, "schema": {"type": "array", "items": _EVENT_SCHEMA}},
+)

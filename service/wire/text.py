@@ -6,7 +6,13 @@ its own). There is no heartbeat: any byte would become part of the text.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from service.events import ResponseEvent, StreamFailed, TextDelta
+from service.wire.base import WireFormat
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 MEDIA_TYPE = "text/plain"
 
@@ -30,3 +36,15 @@ class TextEncoder:
 
     def close(self) -> bytes:
         return b""
+
+
+def _encoder(settings: Settings, stream_id: str) -> TextEncoder:
+    return TextEncoder()
+
+
+FORMAT = WireFormat(
+    name="text",
+    media_type=MEDIA_TYPE,
+    make_encoder=_encoder,
+    openapi={"schema": {"type": "string"}},
+)

@@ -1,0 +1,127 @@
+"""The provider table: every kind of upstream the service can stream from, in one place.
+
+Each entry says when the environment asks for it (auto-detection), what it needs to be usable
+(checked once, at start-up, naming the variable to fix), its default model, and the module that
+builds it. Settings validation, `/healthz` and the app factory derive from this table; adding a
+provider is one upstream module with a `build(settings)` function plus one entry here
+(ARCHITECTURE.md).
+
+Selection: `PROVIDER` names one; else the one provider whose variables are set; else the
+fallback, the embedded demo model, so a fresh clone streams an answer with no key. Two providers
+configured at once is an error rather than a guess. Building is lazy (`importlib`), so the demo
+model never imports the SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from service.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+    from service.upstream.base import ChatUpstream
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    # Whether the environment configures this provider (auto-detection).
+    wanted: Callable[[Settings], bool]
+    # Raises `ConfigurationError` naming the missing variable.
+    check: Callable[[Settings], None]
+    # The model asked for when a request names none.
+    default_model: Callable[[Settings], str]
+    # A module with `build(settings: Settings) -> ChatUpstream`.
+    module: str
+    # How the provider's variables are spelled in messages.
+    variables: str
+
+
+def _never(settings: Settings) -> bool:
+    return False
+
+
+def _nothing_needed(settings: Settings) -> None:
+    return None
+
+
+def _azure_wanted(settings: Settings) -> bool:
+    return bool(settings.azure_openai_endpoint or settings.azure_openai_api_key)
+
+
+def _check_azure(settings: Settings) -> None:
+    if not settings.azure_openai_endpoint:
+        raise ConfigurationError("AZURE_OPENAI_ENDPOINT is required for Azure OpenAI")
+    if not settings.azure_openai_api_key:
+        raise ConfigurationError(
+            "AZURE_OPENAI_API_KEY is required when AZURE_OPENAI_ENDPOINT is set"
+        )
+
+
+def _openai_wanted(settings: Settings) -> bool:
+    # A base URL without a key is allowed: local servers (Ollama, vLLM) rarely want one.
+    return bool(settings.openai_api_key or settings.openai_base_url)
+
+
+def _check_openai(settings: Settings) -> None:
+    if not _openai_wanted(settings):
+        raise ConfigurationError(
+            "PROVIDER=openai needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)"
+        )
+
+
+PROVIDERS: dict[str, Provider] = {
+    "azure": Provider(
+        wanted=_azure_wanted,
+        check=_check_azure,
+        # On Azure a request names a deployment.
+        default_model=lambda s: s.azure_openai_deployment or s.default_model,
+        module="service.upstream.openai_chat",
+        variables="AZURE_OPENAI_*",
+    ),
+    "openai": Provider(
+        wanted=_openai_wanted,
+        check=_check_openai,
+        default_model=lambda s: s.default_model,
+        module="service.upstream.openai_chat",
+        variables="OPENAI_*",
+    ),
+    "demo": Provider(
+        wanted=_never,
+        check=_nothing_needed,
+        default_model=lambda s: "demo",
+        module="service.upstream.demo",
+        variables="",
+    ),
+}
+FALLBACK = "demo"
+
+
+def resolve_provider(settings: Settings, requested: str) -> str:
+    """The provider to use: `requested` (`PROVIDER`), or `auto` to detect it."""
+    if requested == "auto":
+        wanted = [name for name, provider in PROVIDERS.items() if provider.wanted(settings)]
+        if len(wanted) > 1:
+            described = " and ".join(f"{name} ({PROVIDERS[name].variables})" for name in wanted)
+            raise ConfigurationError(
+                f"{described} are configured; set "
+                + " or ".join(f"PROVIDER={name}" for name in wanted)
+                + " to choose"
+            )
+        requested = wanted[0] if wanted else FALLBACK
+    if requested not in PROVIDERS:
+        raise ConfigurationError(
+            f"PROVIDER must be auto or one of {', '.join(PROVIDERS)}; got {requested!r}"
+        )
+    PROVIDERS[requested].check(settings)
+    return requested
+
+
+def build_upstream(settings: Settings) -> ChatUpstream:
+    """The configured provider's upstream."""
+    module = importlib.import_module(PROVIDERS[settings.provider].module)
+    upstream: ChatUpstream = module.build(settings)
+    return upstream
