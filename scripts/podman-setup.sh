@@ -47,6 +47,9 @@ install_packages() {
     command -v podman >/dev/null 2>&1 || missing+=(podman)
     command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || missing+=(runc)
     command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+    # Compose's services reach each other by name (`web` proxies to `chat`): podman 4.3's CNI
+    # networks resolve container names only with the dnsname plugin.
+    [ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
     [ ${#missing[@]} -eq 0 ] && return 0
     log "installing ${missing[*]} (apt-get)"
     as_root timeout 300 apt-get update -qq
