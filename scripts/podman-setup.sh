@@ -11,7 +11,7 @@
 # Everything podman keeps lives under $PODMAN_STATE (default /var/cache/llm-stream-service/podman)
 # and /run/llm-stream-service: the script writes no file under /etc/containers and never resets
 # another podman user's storage. podman reads this configuration through CONTAINERS_CONF and
-# CONTAINERS_STORAGE_CONF, which `serve` and `podman` set.
+# CONTAINERS_STORAGE_CONF, which every subcommand sets.
 #
 # Stand-ins (tagged with the public names the Dockerfiles use, so the files keep the public
 # images as defaults; each carries the label $KEY_LABEL with a hash of its inputs and is rebuilt
@@ -22,9 +22,13 @@
 #   localhost/nginx-debian:bookworm   the same root filesystem with Debian's nginx; the web image
 #                                     takes it through its WEB_IMAGE build argument
 #
-# Idempotent; every long step runs under `timeout`. Needs root (or sudo) for apt, debootstrap
-# and rootful podman.
+# Idempotent; every long step runs under `timeout`. Runs as root (through sudo otherwise): apt,
+# debootstrap and podman's rootful mode need it.
 set -euo pipefail
+
+if [ "$(id -u)" -ne 0 ]; then
+    exec sudo --preserve-env=PODMAN_STATE,PODMAN_RUN,PODMAN_STORAGE_DRIVER "$0" "$@"
+fi
 
 PODMAN_STATE=${PODMAN_STATE:-/var/cache/llm-stream-service/podman}
 PODMAN_RUN=${PODMAN_RUN:-/run/llm-stream-service/podman}
@@ -33,14 +37,7 @@ ROOTFS_PACKAGES=python3,python3-venv,python3-pip,ca-certificates
 KEY_LABEL=io.llm-stream-service.stand-in-key
 HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
-export CONTAINERS_CONF=$PODMAN_STATE/containers.conf
-export CONTAINERS_STORAGE_CONF=$PODMAN_STATE/storage.conf
-
 log() { printf '[podman-setup %s] %s\n' "$(date +%T)" "$*" >&2; }
-
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
-}
 
 install_packages() {
     local missing=()
@@ -52,8 +49,8 @@ install_packages() {
     [ -x /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
     [ ${#missing[@]} -eq 0 ] && return 0
     log "installing ${missing[*]} (apt-get)"
-    as_root timeout 300 apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root timeout 600 \
+    timeout 300 apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive timeout 600 \
         apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
@@ -77,20 +74,24 @@ storage_driver() {
     local probe driver=vfs
     probe=$(mktemp -d "$PODMAN_STATE/overlay-probe.XXXXXX")
     mkdir "$probe/lower" "$probe/upper" "$probe/work" "$probe/merged"
-    if as_root mount -t overlay overlay \
+    if mount -t overlay overlay \
         -o "lowerdir=$probe/lower,upperdir=$probe/upper,workdir=$probe/work" \
         "$probe/merged" 2>/dev/null; then
-        as_root umount "$probe/merged"
+        umount "$probe/merged"
         driver=overlay
     fi
     rm -rf "$probe"
     echo "$driver"
 }
 
+# Writes podman's two configuration files for the storage driver in use, and points podman at
+# them (CONTAINERS_STORAGE_CONF, CONTAINERS_CONF).
 write_config() {
     mkdir -p "$PODMAN_STATE" "$PODMAN_RUN"
     local driver
     driver=$(storage_driver)
+    export CONTAINERS_STORAGE_CONF=$PODMAN_STATE/storage-$driver.conf
+    export CONTAINERS_CONF=$PODMAN_STATE/containers-$driver.conf
     write_if_changed "$CONTAINERS_STORAGE_CONF" "[storage]
 driver = \"$driver\"
 runroot = \"$PODMAN_RUN/storage-$driver\"
@@ -231,6 +232,10 @@ setup() {
     write_config
     build_rootfs
     build_stand_ins
+    # Untagged images (earlier stand-ins and compose builds) older than a week. Younger ones
+    # stay: they include the cache of the web image's node stage (npm ci), whose last image
+    # nothing refers to.
+    timeout 300 podman image prune --force --filter until=168h >/dev/null
     log "ready"
 }
 
@@ -243,6 +248,7 @@ case ${1:-setup} in
         ;;
     podman)
         shift
+        write_config
         exec podman "$@"
         ;;
     *)
