@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 LOCK_OPTIONS := $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" --quiet
 
-.PHONY: run test check lint check-deploy system-deps frontend bench lock clean
+.PHONY: run test check lint check-deploy system-deps frontend node-tests bench bench-compare lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -71,7 +71,14 @@ frontend: frontend/node_modules/.installed
 	cd frontend && npm run build
 	cd frontend && npm test
 
-test: system-deps lint check-deploy frontend
+# The openai npm package that tests/test_openai_node.py drives, from its lock file.
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund
+	@touch $@
+
+node-tests: tests/node/node_modules/.installed
+
+test: system-deps lint check-deploy frontend node-tests
 	$(BIN)/pytest
 
 bench: system-deps $(VENV)/.dev-installed
@@ -79,5 +86,18 @@ bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.relay_overhead
 	$(BIN)/python -m bench.nginx_latency
 
+# Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README
+# "Benchmarks". LiteLLM pins an older openai, so it gets a virtual environment of its own.
+# BENCH_ARGS=--quick for a 2-3 minute run.
+LITELLM := .bench-venvs/litellm/bin/litellm
+$(LITELLM): bench/litellm-requirements.txt
+	$(PYTHON) -m venv .bench-venvs/litellm
+	.bench-venvs/litellm/bin/pip install --quiet -r bench/litellm-requirements.txt
+	@touch $@
+
+bench-compare: $(VENV)/.dev-installed $(LITELLM)
+	$(BIN)/python -m bench.compare --litellm $(LITELLM) $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis frontend/node_modules frontend/dist
+	rm -rf $(VENV) .bench-venvs .mypy_cache .pytest_cache .ruff_cache .hypothesis \
+		frontend/node_modules frontend/dist tests/node/node_modules

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from service import routes, ui_chat
+from service import openai_routes, routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
@@ -24,7 +24,7 @@ from service.upstream.providers import build_upstream
 logger = logging.getLogger("service")
 
 # Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
-ROUTERS = (routes.router, ui_chat.router)
+ROUTERS = (routes.router, ui_chat.router, openai_routes.router)
 
 
 def create_app(settings: Settings | None = None, upstream: ChatUpstream | None = None) -> FastAPI:
@@ -66,8 +66,10 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
             allow_origins=list(resolved.cors_origins),
             allow_credentials=resolved.cors_allow_credentials,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Accept", "Last-Event-ID"],
-            expose_headers=["Retry-After"],
+            # Any request header: the OpenAI JS SDK sends its own `x-stainless-*` headers, and
+            # the origins, not the headers, are what keeps other sites out.
+            allow_headers=["*"],
+            expose_headers=["Retry-After", "x-should-retry"],
             max_age=600,
         )
     return app

@@ -34,6 +34,7 @@ from typing import Any
 from service.events import (
     Failed,
     Finished,
+    Relayed,
     StreamMetrics,
     TextDelta,
     UpstreamEvent,
@@ -52,10 +53,20 @@ def _ms(seconds: float) -> float:
 class StreamRecorder:
     """Mutable record of one stream; `observe` feeds it, the relay reads `metrics()`."""
 
-    def __init__(self, *, stream_id: str, model: str, provider: str, received_at: float) -> None:
+    def __init__(
+        self,
+        *,
+        stream_id: str,
+        model: str,
+        provider: str,
+        received_at: float,
+        endpoint: str = "/api/chat/stream",
+    ) -> None:
         self.stream_id = stream_id
         self.model = model
         self.provider = provider
+        # The route that served it: the native stream, or an OpenAI API (`/v1/...`).
+        self.endpoint = endpoint
         self.received_at = received_at
         self.upstream_started_at: float | None = None
         self.first_text_at: float | None = None
@@ -66,6 +77,14 @@ class StreamRecorder:
         self.error_type: str | None = None
         self.outcome: Outcome | None = None
         self.ended_at: float | None = None
+
+    def output_seen(self) -> None:
+        """A piece of output (a text delta, or a relayed event carrying output) arrived now."""
+        now = time.perf_counter()
+        if self.first_text_at is None:
+            self.first_text_at = now
+        self.last_text_at = now
+        self.text_deltas += 1
 
     @property
     def output_tokens(self) -> int:
@@ -93,6 +112,7 @@ class StreamRecorder:
     def summary(self) -> dict[str, Any]:
         return {
             "stream_id": self.stream_id,
+            "endpoint": self.endpoint,
             "provider": self.provider,
             "model": self.model,
             "outcome": self.outcome,
@@ -120,11 +140,14 @@ async def observe(
     async with aclosing(events):
         async for event in events:
             if isinstance(event, TextDelta):
-                now = time.perf_counter()
-                if recorder.first_text_at is None:
-                    recorder.first_text_at = now
-                recorder.last_text_at = now
-                recorder.text_deltas += 1
+                recorder.output_seen()
+            elif isinstance(event, Relayed):
+                if event.output:
+                    recorder.output_seen()
+                if event.finish_reason is not None:
+                    recorder.finish_reason = event.finish_reason
+                if event.usage is not None:
+                    recorder.usage = event.usage
             elif isinstance(event, UsageReported):
                 recorder.usage = event.usage
             elif isinstance(event, Failed):

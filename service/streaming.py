@@ -3,24 +3,29 @@ the bounded body read, and turning a `StreamRequest` into a `ChatStreamResponse`
 
 An endpoint family (`/api/chat/stream`, `/api/chat`, ...) only translates its own body shape into
 the domain's `StreamRequest` and calls `stream_response`, so limits, slots, metrics, heartbeats,
-cancellation and shutdown behave the same on every route.
+cancellation and shutdown behave the same on every route. The OpenAI passthrough (`/v1`, issue
+#8), which relays bodies instead of translating them, calls `respond`, the part after the checks.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.chat import OpenedStream
 from service.domain import StreamRequest
+from service.error_responses import ErrorRenderer, error_response
 from service.errors import InvalidRequest, PayloadTooLarge, server_shutting_down
 from service.http.stream_response import ChatStreamResponse, StreamTiming
 from service.limits import check_request
 from service.outcomes import Delivery
 from service.runtime import Runtime, RuntimeDep
+from service.wire.base import Encoder
 from service.wire.formats import FORMATS, first_per_media_type
 from service.wire.negotiate import choose_format
 from service.wire.sse import is_finished_stream_id
@@ -156,11 +161,31 @@ def stream_response(
     settings = runtime.settings
     check_request(chat_request, settings)
     wire_format = FORMATS[format_name or choose_format(opening.format_name, opening.accept)]
-    # Taken last: every check that can refuse the request has passed.
-    slot = runtime.stream_limits.acquire(opening.caller)
-    opened = runtime.chat.open_stream(
-        chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
+    return respond(
+        runtime,
+        opening.caller,
+        lambda: runtime.chat.open_stream(
+            chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
+        ),
+        lambda stream_id: wire_format.make_encoder(settings, stream_id),
+        headers={**wire_format.headers, "Vary": "Accept"},
     )
+
+
+def respond(
+    runtime: Runtime,
+    caller: str | None,
+    open_stream: Callable[[], OpenedStream],
+    make_encoder: Callable[[str], Encoder],
+    *,
+    render_error: ErrorRenderer = error_response,
+    headers: Mapping[str, str] | None = None,
+) -> ChatStreamResponse:
+    """The response for one stream of any endpoint family, once its request passed every check.
+    A stream slot is taken last (429 when none is left) and given back however the response
+    ends; the stream is recorded then. `render_error` shapes an error before the first event."""
+    slot = runtime.stream_limits.acquire(caller)
+    opened = open_stream()
     recorder = opened.recorder
 
     def on_finish(delivery: Delivery) -> None:
@@ -169,9 +194,10 @@ def stream_response(
 
     return ChatStreamResponse(
         opened.events,
-        wire_format.make_encoder(settings, opened.stream_id),
-        timing=StreamTiming.from_settings(settings),
+        make_encoder(opened.stream_id),
+        timing=StreamTiming.from_settings(runtime.settings),
         on_finish=on_finish,
         cut_off=runtime.shutdown.grace_expired,
-        headers={**wire_format.headers, "Vary": "Accept"},
+        headers=headers,
+        render_error=render_error,
     )

@@ -10,15 +10,19 @@ from testkit.sse_client import STREAM_PATH
 
 
 def open_stream(
-    address: tuple[str, int], body: dict[str, object], receive_buffer: int | None = None
+    address: tuple[str, int],
+    body: dict[str, object],
+    receive_buffer: int | None = None,
+    path: str = STREAM_PATH,
 ) -> socket.socket:
-    """Connect to `address` and POST `body` to the stream endpoint; the answer is left unread."""
+    """Connect to `address` and POST `body` to `path` (the stream endpoint unless told); the
+    answer is left unread."""
     sock = socket.socket()
     if receive_buffer is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.connect(address)
     payload = json.dumps(body).encode()
-    head = f"POST {STREAM_PATH} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    head = f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
     sock.sendall(head.encode() + b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
     return sock
 

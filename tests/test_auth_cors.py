@@ -117,6 +117,21 @@ def test_cors_preflight_for_allowed_origin(guarded: RunningService) -> None:
     assert "authorization" in response.headers["access-control-allow-headers"].lower()
 
 
+def test_cors_preflight_lets_the_openai_js_sdk_through(guarded: RunningService) -> None:
+    requested = "authorization, content-type, x-stainless-os, x-stainless-retry-count"
+    response = httpx.options(
+        guarded.base_url + "/v1/chat/completions",
+        headers={
+            "origin": "https://chat.example.com",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": requested,
+        },
+    )
+    assert response.status_code == 200
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert all(name.strip() in allowed for name in requested.split(","))
+
+
 def test_cors_foreign_origin_gets_no_allow_headers(
     guarded: RunningService, upstream: FakeUpstream
 ) -> None:

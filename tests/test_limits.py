@@ -54,9 +54,17 @@ def test_concurrency_limit_and_slots_given_back(
     assert [s["outcome"] for s in limited.wait_for_summaries(1)] == ["cancelled"]
     # ...and so does a stream that fails: each of these takes the one free slot in turn.
     upstream.queue(Reply(status=500, body=b'{"error":{"message":"x"}}'))
+    # The slot is given back just after the last byte is sent: a client can be faster than
+    # that, so each next request waits for the previous stream's summary (logged after it).
     assert post(limited, {"prompt": "d"}).status_code == 502
+    assert len(limited.wait_for_summaries(2)) == 2
     upstream.queue(Reply(pieces=answer_pieces([" ok"])))
     assert post(limited, {"prompt": "e"}).status_code == 200
+    assert [s["outcome"] for s in limited.wait_for_summaries(3)] == [
+        "cancelled",
+        "error",
+        "completed",
+    ]
     upstream.queue(slow)
     # With `second`, the limit is reached again.
     third = open_stream(limited.host_port, {"prompt": "f"})

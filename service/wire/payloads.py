@@ -37,7 +37,7 @@ def json_string(text: str) -> bytes:
         return encode_basestring_ascii(text).encode()
 
 
-def _object(fields: dict[str, Any]) -> bytes:
+def json_object(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -52,11 +52,11 @@ def event_payload(event: ResponseEvent) -> bytes:
     if type(event) is TextDelta:
         return delta_payload(event.text)
     if isinstance(event, StreamStarted):
-        return _object(
+        return json_object(
             {"type": "start", "content": "", "id": event.stream_id, "model": event.model}
         )
     if isinstance(event, StreamEnded):
-        return _object(
+        return json_object(
             {
                 "type": "end",
                 "content": "",
@@ -66,10 +66,10 @@ def event_payload(event: ResponseEvent) -> bytes:
             }
         )
     if isinstance(event, StreamFailed):
-        return _object({"type": "error", "content": "", "error": event.error.as_dict()})
+        return json_object({"type": "error", "content": "", "error": event.error.as_dict()})
     raise ValueError(f"no payload for {type(event).__name__}")
 
 
 def error_body(error_fields: dict[str, Any]) -> bytes:
     """The body of an HTTP error response: `{"error": {...}}`."""
-    return _object({"error": error_fields})
+    return json_object({"error": error_fields})
