@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
 
 from testkit.compose_stack import (
@@ -98,8 +99,9 @@ def bring_up_and_chat(project: ComposeProject, base_url: str, watch: Stopwatch) 
         check_app(base_url)
         check_stream(base_url)
         check_use_chat(base_url)
+        check_openai_sdk(base_url)
         watch.lap("app and chats")
-    except (StackError, AssertionError, httpx.HTTPError) as error:
+    except (StackError, AssertionError, httpx.HTTPError, openai.OpenAIError) as error:
         pytest.fail(f"{error}\n\ncontainer logs:\n{project.logs()}")
 
 
@@ -180,3 +182,15 @@ def check_use_chat(base_url: str) -> None:
     assert chunks[-1]["type"] == "finish"
     text = "".join(c["delta"] for c in chunks if c["type"] == "text-delta")
     assert text.startswith('You asked: "And via useChat?".'), text
+
+
+def check_openai_sdk(base_url: str) -> None:
+    """The OpenAI SDK pointed at `/v1` on the same port, streaming chat completions."""
+    with openai.OpenAI(base_url=base_url + "/v1", api_key="unused", max_retries=0) as client:
+        stream = client.chat.completions.create(
+            model="demo",
+            messages=[{"role": "user", "content": "And via the SDK?"}],
+            stream=True,
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text.startswith('You asked: "And via the SDK?".'), text
