@@ -1,6 +1,7 @@
 """`docker compose up --build` for real (issue 9): the repository's docker-compose.yml, Dockerfile
 and web/Dockerfile built and started by Docker's compose v2 on podman, the React app and the API
-reached through the one published port, then `docker compose down`.
+reached through the one published port (plain HTTP clients, the OpenAI SDK, and Chromium using
+the app on both of its paths), then `docker compose down`.
 
 What this machine cannot give, and what stands in for it (scripts/podman-setup.sh): no image
 registry is reachable, so the public base images are stand-ins built from Debian's packages.
@@ -25,7 +26,9 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from playwright.sync_api import Page, expect
 
+from testkit.browser import save_screenshot
 from testkit.compose_stack import (
     COMPOSE_FILE,
     WEB_STAND_IN,
@@ -38,6 +41,7 @@ from testkit.compose_stack import (
 from testkit.ports import free_port
 from testkit.sse_client import STREAM_PATH, SSEEvent, iter_events
 from testkit.waiting import wait_until
+from tests.test_frontend_browser import MODES, last_answer, open_app, send
 
 # Time limits of each step: a fresh machine installs podman, debootstraps and builds everything
 # (minutes); once cached, setup takes seconds and `up --build` reuses every layer.
@@ -59,7 +63,7 @@ services:
 """
 
 
-def test_compose_up_serves_the_app_and_the_api_on_one_port() -> None:
+def test_compose_up_serves_the_app_and_the_api_on_one_port(page: Page) -> None:
     # A short directory: a unix socket's path may not exceed 107 bytes.
     directory = Path(tempfile.mkdtemp(prefix="compose-"))
     override = directory / "isolated.yml"
@@ -79,7 +83,7 @@ def test_compose_up_serves_the_app_and_the_api_on_one_port() -> None:
         api.start(API_TIMEOUT)
         watch.lap("podman API")
         try:
-            bring_up_and_chat(project, f"http://127.0.0.1:{port}", watch)
+            bring_up_and_chat(project, f"http://127.0.0.1:{port}", page, watch)
         finally:
             project.down(DOWN_TIMEOUT)
             watch.lap("down")
@@ -89,7 +93,7 @@ def test_compose_up_serves_the_app_and_the_api_on_one_port() -> None:
         print(f"compose stack: {watch}")
 
 
-def bring_up_and_chat(project: ComposeProject, base_url: str, watch: Stopwatch) -> None:
+def bring_up_and_chat(project: ComposeProject, base_url: str, page: Page, watch: Stopwatch) -> None:
     project.up(UP_TIMEOUT)
     watch.lap("build and up")
     try:
@@ -100,7 +104,10 @@ def bring_up_and_chat(project: ComposeProject, base_url: str, watch: Stopwatch) 
         check_stream(base_url)
         check_use_chat(base_url)
         check_openai_sdk(base_url)
-        watch.lap("app and chats")
+        watch.lap("chats")
+        for mode in MODES:
+            check_browser_chat(page, base_url, mode)
+        watch.lap("chats in chromium")
     except (StackError, AssertionError, httpx.HTTPError, openai.OpenAIError) as error:
         pytest.fail(f"{error}\n\ncontainer logs:\n{project.logs()}")
 
@@ -194,3 +201,13 @@ def check_openai_sdk(base_url: str) -> None:
         )
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text.startswith('You asked: "And via the SDK?".'), text
+
+
+def check_browser_chat(page: Page, base_url: str, mode: str) -> None:
+    """Chromium opens the app from the published port and chats on one of its two paths."""
+    open_app(page, base_url, mode)
+    question = f"Hello from chromium over {mode}"
+    send(page, question)
+    expect(last_answer(page)).to_have_attribute("data-state", "done")
+    expect(last_answer(page)).to_contain_text(f'You asked: "{question}"')
+    save_screenshot(page, f"compose-{mode}")
