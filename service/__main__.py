@@ -1,4 +1,4 @@
-"""`python -m service`: validate the configuration, then serve with uvicorn (uvloop, httptools)."""
+"""`python -m service`: validate the configuration, then serve with uvicorn (`service.server`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from service.app import create_app
 from service.logging_config import configure_logging
 from service.runtime import runtime_of
+from service.server import uvicorn_config
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 
@@ -45,17 +46,7 @@ def main() -> None:
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        # A backstop only: streams end themselves when the grace period runs out.
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
-    )
-    GracefulServer(config, runtime_of(app).shutdown).run()
+    GracefulServer(uvicorn_config(app, settings), runtime_of(app).shutdown).run()
 
 
 if __name__ == "__main__":

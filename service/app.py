@@ -14,6 +14,7 @@ from service import openai_routes, routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
+from service.http.access_log import AccessLog
 from service.limits import StreamLimits
 from service.runtime import Runtime, runtime_of
 from service.settings import Settings
@@ -44,7 +45,15 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         finally:
             await chosen.aclose()
 
-    app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)
+    docs = resolved.serve_docs
+    app = FastAPI(
+        title="LLM chat streaming service",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.runtime = Runtime(
         settings=resolved,
         chat=ChatService(resolved, chosen),
@@ -72,4 +81,7 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
             expose_headers=["Retry-After", "x-should-retry"],
             max_age=600,
         )
+    # Outermost of the service's middleware, so it sees the status of every response (the
+    # 500 of an unhandled error included) and its duration covers them (issue #11).
+    app.add_middleware(AccessLog)
     return app

@@ -120,6 +120,7 @@ async def _relay_body(
     return respond(
         runtime,
         caller,
+        http_request.state,
         lambda: runtime.chat.open_passthrough(request, received_at=received_at, endpoint=endpoint),
         make_encoder,
         render_error=openai_error_response,

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import State
 
 from service.chat import OpenedStream
 from service.domain import StreamRequest
@@ -75,6 +76,8 @@ class StreamOpening:
     chunking: Chunking
     # A reconnecting EventSource that already has `[DONE]` (answered with 204).
     already_complete: bool
+    # The request's own notes: the stream id goes here for the access log.
+    request_state: State
 
 
 async def open_stream_request(
@@ -93,6 +96,7 @@ async def open_stream_request(
         accept=request.headers.get("accept"),
         chunking=chunking,
         already_complete=is_finished_stream_id(last_event_id),
+        request_state=request.state,
     )
 
 
@@ -164,6 +168,7 @@ def stream_response(
     return respond(
         runtime,
         opening.caller,
+        opening.request_state,
         lambda: runtime.chat.open_stream(
             chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
         ),
@@ -175,6 +180,7 @@ def stream_response(
 def respond(
     runtime: Runtime,
     caller: str | None,
+    request_state: State,
     open_stream: Callable[[], OpenedStream],
     make_encoder: Callable[[str], Encoder],
     *,
@@ -183,10 +189,12 @@ def respond(
 ) -> ChatStreamResponse:
     """The response for one stream of any endpoint family, once its request passed every check.
     A stream slot is taken last (429 when none is left) and given back however the response
-    ends; the stream is recorded then. `render_error` shapes an error before the first event."""
+    ends; the stream is recorded then. `render_error` shapes an error before the first event.
+    The stream id goes into `request_state`, for the access log (`service.http.access_log`)."""
     slot = runtime.stream_limits.acquire(caller)
     opened = open_stream()
     recorder = opened.recorder
+    request_state.stream_id = opened.stream_id
 
     def on_finish(delivery: Delivery) -> None:
         slot.release()

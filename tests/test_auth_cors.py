@@ -170,3 +170,23 @@ def test_wildcard_with_credentials_is_refused_at_start() -> None:
 def test_per_key_limit_needs_keys() -> None:
     with pytest.raises(ValidationError, match="SERVICE_API_KEYS"):
         make_settings(max_streams_per_key=2)
+
+
+@pytest.mark.parametrize(
+    ("keys", "docs_enabled", "served"),
+    [
+        (None, None, True),
+        ("k1", None, False),  # issue #11: a keyed service kept its API documents public
+        ("k1", True, True),
+        (None, False, False),
+    ],
+)
+def test_api_documents_follow_the_keys_or_docs_enabled(
+    service_factory: ServiceFactory, keys: str | None, docs_enabled: bool | None, served: bool
+) -> None:
+    running = service_factory(service_api_keys=keys, docs_enabled=docs_enabled)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        response = httpx.get(running.base_url + path)
+        assert response.status_code == (200 if served else 404), path
+        if not served:
+            assert response.json()["error"]["type"] == "not_found"
