@@ -53,7 +53,7 @@ check: lint
 # The Docker files are checked without a Docker engine: compose's own parser and hadolint.
 check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile web/Dockerfile
 
 # Debian's chromium and nginx, which the browser and proxy tests drive for real.
 system-deps:
