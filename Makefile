@@ -57,7 +57,7 @@ K8S_MANIFESTS := $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8
 check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" --profile scale config --quiet
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile web/Dockerfile
 	$(BIN)/kubernetes-validate --strict --quiet -k 1.29.0 $(K8S_MANIFESTS)
 	$(BIN)/kubernetes-validate --strict --quiet $(K8S_MANIFESTS)
 

@@ -78,6 +78,8 @@ class StreamOpening:
     already_complete: bool
     # The request's own notes: the stream id goes here for the access log.
     request_state: State
+    # The route's path template (`/api/chat/stream`, `/api/chat`): a bounded label.
+    endpoint: str
     last_event_id: str | None = None
     # With REDIS_URL set, streams outlive a dropped connection unless `resumable=false`.
     resumable: bool = False
@@ -107,6 +109,7 @@ async def open_stream_request(
         request_state=request.state,
         last_event_id=last_event_id,
         resumable=runtime.resume is not None and _resumable(request),
+        endpoint=getattr(request.scope.get("route"), "path", "other"),
     )
 
 
@@ -192,7 +195,10 @@ async def stream_response(
 
     def open_stream() -> OpenedStream:
         return runtime.chat.open_stream(
-            chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
+            chat_request,
+            received_at=opening.received_at,
+            endpoint=opening.endpoint,
+            word_chunks=opening.chunking == "word",
         )
 
     def make_encoder(stream_id: str) -> Encoder:
