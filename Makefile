@@ -50,12 +50,18 @@ lint: $(VENV)/.dev-installed
 check: lint
 	$(BIN)/pytest -q -m "not server"
 
-# The Docker files are checked without a Docker engine: compose's own parser and hadolint.
+# The deploy files are checked offline: compose's own parser (the default services and the
+# `scale` profile), hadolint, and the Kubernetes manifests against the API's schemas, which
+# kubernetes-validate bundles (the oldest and the newest Kubernetes it knows).
+K8S_MANIFESTS := $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
 check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
-	$(BIN)/hadolint Dockerfile
+	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" --profile scale config --quiet
+	$(BIN)/hadolint Dockerfile web/Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.29.0 $(K8S_MANIFESTS)
+	$(BIN)/kubernetes-validate --strict --quiet $(K8S_MANIFESTS)
 
-# Debian's chromium and nginx, which the browser and proxy tests drive for real.
+# Debian's chromium, nginx and redis-server, which the browser, proxy and resume tests drive.
 system-deps:
 	@scripts/install-system-deps.sh
 
@@ -84,6 +90,8 @@ test: system-deps lint check-deploy frontend node-tests
 bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.parse_cost
 	$(BIN)/python -m bench.relay_overhead
+	$(BIN)/python -m bench.relay_overhead --redis
+	$(BIN)/python -m bench.resume_overhead
 	$(BIN)/python -m bench.nginx_latency
 
 # Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README

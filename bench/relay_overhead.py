@@ -1,6 +1,7 @@
 """The service's own cost: CPU per relayed token, and time to first token under concurrency.
 
-    python -m bench.relay_overhead
+    python -m bench.relay_overhead            # as shipped: REDIS_URL unset
+    python -m bench.relay_overhead --redis    # resumable streams on a redis-server it starts
 
 Three processes: the fake upstream (`bench.upstream_server`), the service (`python -m service`,
 uvloop and httptools, CPU read from /proc), and the clients here. Each figure is printed for both
@@ -15,8 +16,8 @@ passthrough `/v1/chat/completions` (the upstream's bytes relayed per event, issu
    request (everything before and around the first token) and the TTFT it adds to calling the
    upstream directly (issue #12's target: at most 1 ms of CPU).
 
-`python -m bench.relay_overhead [burst|concurrent|request ...]` runs the parts named (all by
-default).
+`python -m bench.relay_overhead [--redis] [burst|concurrent|request ...]` runs the parts named
+(all by default).
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ import asyncio
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import uvloop
 
 from bench.processes import ServiceProcess
 from bench.upstream_server import UpstreamProcess
+from testkit.redis_server import RedisServer
 
 
 class Route(NamedTuple):
@@ -91,10 +95,10 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered):6.1f} ms, p95 {p95:6.1f} ms, max {ordered[-1]:6.1f} ms"
 
 
-async def cpu_per_token(tokens: int = 20_000, runs: int = 5) -> None:
+async def cpu_per_token(environment: dict[str, str], tokens: int = 20_000, runs: int = 5) -> None:
     """The median of `runs` bursts per route, the routes taking turns on one service."""
     upstream = UpstreamProcess(tokens, 0)
-    service = ServiceProcess(upstream)
+    service = ServiceProcess(upstream, **environment)
     try:
         for route in ROUTES:
             await stream_once(service.port, route)  # warm up
@@ -114,9 +118,11 @@ async def cpu_per_token(tokens: int = 20_000, runs: int = 5) -> None:
         upstream.stop()
 
 
-async def concurrent_ttft(streams: int = 100, tokens: int = 100, pause: float = 0.02) -> None:
+async def concurrent_ttft(
+    environment: dict[str, str], streams: int = 100, tokens: int = 100, pause: float = 0.02
+) -> None:
     upstream = UpstreamProcess(tokens, pause)
-    service = ServiceProcess(upstream)
+    service = ServiceProcess(upstream, **environment)
     upstream_port = int(upstream.base_url.rsplit(":", 1)[1])
     try:
         print(f"{streams} concurrent streams, {tokens} tokens each, {pause * 1000:.0f} ms apart:")
@@ -142,10 +148,10 @@ async def concurrent_ttft(streams: int = 100, tokens: int = 100, pause: float = 
         upstream.stop()
 
 
-async def per_request(requests: int = 300, runs: int = 3) -> None:
+async def per_request(environment: dict[str, str], requests: int = 300, runs: int = 3) -> None:
     """CPU per request and sequential TTFT, 1-token answers: the cost before the first token."""
     upstream = UpstreamProcess(1, 0)
-    service = ServiceProcess(upstream)
+    service = ServiceProcess(upstream, **environment)
     upstream_port = int(upstream.base_url.rsplit(":", 1)[1])
     try:
         direct = [(await stream_once(upstream_port, PASSTHROUGH))[0] for _ in range(requests)]
@@ -177,17 +183,31 @@ async def per_request(requests: int = 300, runs: int = 3) -> None:
         upstream.stop()
 
 
-PARTS: dict[str, Callable[[], Awaitable[None]]] = {
+PARTS: dict[str, Callable[[dict[str, str]], Awaitable[None]]] = {
     "burst": cpu_per_token,
     "concurrent": concurrent_ttft,
     "request": per_request,
 }
 
 
-async def main() -> None:
-    for name in sys.argv[1:] or PARTS:
-        await PARTS[name]()
+async def main(environment: dict[str, str], parts: list[str]) -> None:
+    for name in parts or PARTS:
+        await PARTS[name](environment)
+
+
+def run() -> None:
+    parts = [argument for argument in sys.argv[1:] if argument != "--redis"]
+    if "--redis" not in sys.argv[1:]:
+        uvloop.run(main({}, parts))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
+        redis = RedisServer.start(Path(directory))
+        try:
+            print(f"resumable streams on, REDIS_URL={redis.url}")
+            uvloop.run(main({"REDIS_URL": redis.url}, parts))
+        finally:
+            redis.stop()
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    run()

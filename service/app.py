@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from service import openai_routes, routes, ui_chat
@@ -15,6 +15,7 @@ from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
 from service.http.access_log import AccessLog
+from service.http.stream_response import STREAM_ID_HEADER
 from service.limits import StreamLimits
 from service.runtime import Runtime, runtime_of
 from service.settings import Settings
@@ -40,9 +41,13 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         runtime.shutdown.attach(asyncio.get_running_loop())
         level, notice = chosen.startup_notice()
         logger.log(level, notice)
+        if runtime.resume is not None:
+            await runtime.resume.start()
         try:
             yield
         finally:
+            if runtime.resume is not None:
+                await runtime.resume.aclose()
             await chosen.aclose()
 
     docs = resolved.serve_docs
@@ -54,6 +59,16 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
     )
+    shutdown = ShutdownCoordinator(resolved.shutdown_grace_seconds)
+    routers: tuple[APIRouter, ...] = ROUTERS
+    resume = None
+    if resolved.redis_url is not None:
+        # Resumable streams (issue #13): redis is imported only when configured.
+        from service.resume import routes as resume_routes
+        from service.resume.hub import ResumableStreams
+
+        resume = ResumableStreams(resolved, shutdown)
+        routers += (resume_routes.router,)
     app.state.runtime = Runtime(
         settings=resolved,
         chat=ChatService(resolved, chosen),
@@ -61,9 +76,10 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         stream_limits=StreamLimits(
             per_process=resolved.max_concurrent_streams, per_key=resolved.max_streams_per_key
         ),
-        shutdown=ShutdownCoordinator(resolved.shutdown_grace_seconds),
+        shutdown=shutdown,
+        resume=resume,
     )
-    for router in ROUTERS:
+    for router in routers:
         app.include_router(router)
     # Middleware added later wraps what was added before: errors are rendered inside CORS, so
     # a 500 carries the CORS headers too.
@@ -78,7 +94,8 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
             # Any request header: the OpenAI JS SDK sends its own `x-stainless-*` headers, and
             # the origins, not the headers, are what keeps other sites out.
             allow_headers=["*"],
-            expose_headers=["Retry-After", "x-should-retry"],
+            # X-Stream-Id: the id to resume a stream with.
+            expose_headers=["Retry-After", "x-should-retry", STREAM_ID_HEADER],
             max_age=600,
         )
     # Outermost of the service's middleware, so it sees the status of every response (the

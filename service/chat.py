@@ -39,7 +39,12 @@ class ChatService:
         self.upstream = upstream
 
     def open_stream(
-        self, request: StreamRequest, *, received_at: float, word_chunks: bool = False
+        self,
+        request: StreamRequest,
+        *,
+        received_at: float,
+        endpoint: str = "/api/chat/stream",
+        word_chunks: bool = False,
     ) -> OpenedStream:
         """The stream's id, its response events and its recorder; nothing runs until the events
         are iterated. The caller reports how the response ended (`recorder.finish`)."""
@@ -52,7 +57,7 @@ class ChatService:
         )
         opened = self._open(
             self.upstream.stream(params),
-            self._recorder(model, received_at, "/api/chat/stream"),
+            self._recorder(model, received_at, endpoint),
             first_token_deadline=True,
         )
         if word_chunks:

@@ -7,7 +7,7 @@ Routes never read `request.app.state.*` ad hoc (which mypy cannot check); they a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from starlette.applications import Starlette
@@ -18,6 +18,9 @@ from service.limits import StreamLimits
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 
+if TYPE_CHECKING:  # built only when REDIS_URL is set, so that redis is imported only then
+    from service.resume.hub import ResumableStreams
+
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
@@ -26,6 +29,7 @@ class Runtime:
     api_keys: APIKeys
     stream_limits: StreamLimits
     shutdown: ShutdownCoordinator
+    resume: ResumableStreams | None = None
 
 
 def runtime_of(app: Starlette) -> Runtime:
