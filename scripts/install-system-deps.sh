@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # System packages the test suite drives for real: Debian's chromium (the chat page, through
-# Playwright) and nginx (the reverse-proxy tests). Installs only what is missing; uses sudo when
+# Playwright), nginx (the reverse-proxy tests) and prometheus (the scrape test; its promtool
+# checks and unit-tests deploy/prometheus/). Installs only what is missing; uses sudo when
 # not root. Browser downloads are not used: Playwright runs the system chromium.
 set -euo pipefail
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "installing ${missing[*]} (apt-get)"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+$sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
