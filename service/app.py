@@ -10,11 +10,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from service import routes
+from service import metrics_routes, routes
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
 from service.limits import StreamLimits
+from service.prometheus_metrics import PrometheusMetrics
 from service.runtime import Runtime, runtime_of
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
@@ -24,14 +25,19 @@ from service.upstream.providers import build_upstream
 logger = logging.getLogger("service")
 
 # Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
-ROUTERS = (routes.router,)
+ROUTERS = (routes.router, metrics_routes.router)
 
 
 def create_app(settings: Settings | None = None, upstream: ChatUpstream | None = None) -> FastAPI:
     """Build the app. `settings` default to the environment; `upstream` to the configured
     provider's (`service.upstream.providers`)."""
     resolved = settings if settings is not None else Settings()
-    chosen = upstream if upstream is not None else build_upstream(resolved)
+    metrics = PrometheusMetrics(resolved)
+    chosen = (
+        upstream
+        if upstream is not None
+        else build_upstream(resolved, on_retry=metrics.upstream_retried)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,12 +53,15 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
     app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)
     app.state.runtime = Runtime(
         settings=resolved,
-        chat=ChatService(resolved, chosen),
+        chat=ChatService(resolved, chosen, observers=(metrics,)),
         api_keys=APIKeys(resolved.api_keys),
         stream_limits=StreamLimits(
-            per_process=resolved.max_concurrent_streams, per_key=resolved.max_streams_per_key
+            per_process=resolved.max_concurrent_streams,
+            per_key=resolved.max_streams_per_key,
+            on_reject=metrics.limit_rejected,
         ),
         shutdown=ShutdownCoordinator(resolved.shutdown_grace_seconds),
+        metrics=metrics,
     )
     for router in ROUTERS:
         app.include_router(router)

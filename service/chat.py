@@ -14,7 +14,7 @@ from typing import NamedTuple
 from service.chunking import rechunk_words
 from service.domain import CompletionParams, StreamRequest
 from service.events import ResponseEvent
-from service.metrics import StreamRecorder, observe
+from service.metrics import StreamObserver, StreamRecorder, observe
 from service.relay import relay
 from service.settings import Settings
 from service.timeouts import first_event_within
@@ -32,15 +32,30 @@ class OpenedStream(NamedTuple):
 
 
 class ChatService:
-    def __init__(self, settings: Settings, upstream: ChatUpstream) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: ChatUpstream,
+        observers: tuple[StreamObserver, ...] = (),
+    ) -> None:
+        """`observers` watch every stream's record (metrics, traces)."""
         self.settings = settings
         self.upstream = upstream
+        self.observers = observers
 
     def open_stream(
-        self, request: StreamRequest, *, received_at: float, word_chunks: bool = False
+        self,
+        request: StreamRequest,
+        *,
+        received_at: float,
+        route: str,
+        wire_format: str,
+        word_chunks: bool = False,
     ) -> OpenedStream:
         """The stream's id, its response events and its recorder; nothing runs until the events
-        are iterated. The caller reports how the response ended (`recorder.finish`)."""
+        are iterated. The caller reports how the response ended (`recorder.finish`), which
+        every stream must: the observers count it as open until then. `route` (the route
+        template) and `wire_format` (its name) label the stream's metrics."""
         stream_id = new_stream_id()
         model = self.upstream.resolve_model(request.model)
         params = CompletionParams(
@@ -54,6 +69,9 @@ class ChatService:
             model=model,
             provider=self.upstream.provider,
             received_at=received_at,
+            route=route,
+            wire_format=wire_format,
+            observers=self.observers,
         )
         upstream = first_event_within(
             self.upstream.stream(params), self.settings.first_token_timeout_seconds

@@ -71,6 +71,8 @@ class StreamOpening:
     runtime: Runtime
     caller: str | None
     received_at: float
+    # The route's template (`/api/chat/stream`): a bounded label for metrics.
+    route: str
     format_name: str | None
     accept: str | None
     chunking: Chunking
@@ -90,6 +92,7 @@ async def open_stream_request(
         runtime=runtime,
         caller=caller,
         received_at=time.perf_counter(),
+        route=getattr(request.scope.get("route"), "path", "unknown"),
         format_name=format,
         accept=request.headers.get("accept"),
         chunking=chunking,
@@ -158,11 +161,16 @@ def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamRe
     runtime = opening.runtime
     settings = runtime.settings
     check_request(chat_request, settings)
-    wire_format = FORMATS[choose_format(opening.format_name, opening.accept)]
+    format_name = choose_format(opening.format_name, opening.accept)
+    wire_format = FORMATS[format_name]
     # Taken last: every check that can refuse the request has passed.
     slot = runtime.stream_limits.acquire(opening.caller)
     opened = runtime.chat.open_stream(
-        chat_request, received_at=opening.received_at, word_chunks=opening.chunking == "word"
+        chat_request,
+        received_at=opening.received_at,
+        route=opening.route,
+        wire_format=format_name,
+        word_chunks=opening.chunking == "word",
     )
     recorder = opened.recorder
 
@@ -175,6 +183,7 @@ def _stream(opening: StreamOpening, chat_request: StreamRequest) -> ChatStreamRe
         wire_format.make_encoder(settings, opened.stream_id),
         timing=StreamTiming.from_settings(settings),
         on_finish=on_finish,
+        on_heartbeat=recorder.count_heartbeat,
         cut_off=runtime.shutdown.grace_expired,
         headers={"Vary": "Accept"},
     )

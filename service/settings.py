@@ -91,6 +91,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Models named as such in `/metrics` besides the default one; any other model a request
+    # names is counted as `other`, so a client cannot grow the label set (issue #10).
+    metrics_models: str = ""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -122,6 +125,12 @@ class Settings(BaseSettings):
         return tuple(
             origin.strip() for origin in self.cors_allow_origins.split(",") if origin.strip()
         )
+
+    @property
+    def metrics_model_names(self) -> frozenset[str]:
+        """The models `/metrics` names: the default and `METRICS_MODELS`."""
+        listed = (name.strip() for name in self.metrics_models.split(","))
+        return frozenset({self.model_name, *(name for name in listed if name)})
 
     @property
     def provider(self) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -46,16 +46,20 @@ _MAX_RETRY_AFTER_SECONDS = 3600
 logger = logging.getLogger("service.upstream")
 
 
-def build_client(settings: Settings) -> openai.AsyncOpenAI:
-    """The SDK client for the configured provider; never called for the demo model."""
+def build_client(
+    settings: Settings, on_retry: Callable[[], None] | None = None
+) -> openai.AsyncOpenAI:
+    """The SDK client for the configured provider; never called for the demo model.
+    `on_retry` is called each time the SDK sends a request again (its retries)."""
     timeout = openai.Timeout(
         settings.upstream_read_timeout_seconds,
         connect=settings.upstream_connect_timeout_seconds,
     )
+    hooks = {"request": [_retry_counter(on_retry)]} if on_retry is not None else {}
     http_client = (
-        openai.DefaultAioHttpClient(timeout=timeout)
+        openai.DefaultAioHttpClient(timeout=timeout, event_hooks=hooks)
         if settings.upstream_http_client == "aiohttp"
-        else openai.DefaultAsyncHttpxClient(timeout=timeout)
+        else openai.DefaultAsyncHttpxClient(timeout=timeout, event_hooks=hooks)
     )
     if settings.provider == "azure":  # this module serves two entries of the provider table
         assert settings.azure_openai_endpoint
@@ -79,9 +83,21 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
     )
 
 
-def build(settings: Settings) -> OpenAIChatUpstream:
+def _retry_counter(on_retry: Callable[[], None]) -> Callable[[httpx2.Request], Awaitable[None]]:
+    """An HTTP client hook that calls `on_retry` for each request the SDK repeats. The SDK
+    numbers its attempts in the `x-stainless-retry-count` header of each request it sends
+    (0 for the first); the hook runs once per upstream request, never per token."""
+
+    async def count(request: httpx2.Request) -> None:
+        if request.headers.get("x-stainless-retry-count", "0") != "0":
+            on_retry()
+
+    return count
+
+
+def build(settings: Settings, on_retry: Callable[[], None] | None = None) -> OpenAIChatUpstream:
     """The provider table's constructor (`service.upstream.providers`)."""
-    return OpenAIChatUpstream(settings)
+    return OpenAIChatUpstream(settings, build_client(settings, on_retry))
 
 
 class OpenAIChatUpstream:
