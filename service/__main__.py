@@ -1,18 +1,16 @@
-"""`python -m service`: validate the configuration, then serve with uvicorn (uvloop, httptools)."""
+"""`python -m service`: validate the configuration, then serve with uvicorn (uvloop, httptools),
+in `WORKERS` processes (`service.workers`)."""
 
 from __future__ import annotations
 
 import sys
-from types import FrameType
 
 import uvicorn
 from pydantic import ValidationError
 
-from service.app import create_app
 from service.logging_config import configure_logging
-from service.runtime import runtime_of
 from service.settings import Settings
-from service.shutdown import ShutdownCoordinator
+from service.workers import metrics_directory
 
 
 def describe_configuration_error(error: ValidationError) -> str:
@@ -25,18 +23,6 @@ def describe_configuration_error(error: ValidationError) -> str:
     return "configuration error:\n" + "\n".join(lines)
 
 
-class GracefulServer(uvicorn.Server):
-    """uvicorn, telling the app when SIGTERM/SIGINT arrives so it can drain (service.shutdown)."""
-
-    def __init__(self, config: uvicorn.Config, on_exit: ShutdownCoordinator) -> None:
-        super().__init__(config)
-        self._shutdown = on_exit
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._shutdown.begin()
-        super().handle_exit(sig, frame)
-
-
 def main() -> None:
     try:
         settings = Settings()
@@ -44,18 +30,20 @@ def main() -> None:
         print(describe_configuration_error(error), file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        # A backstop only: streams end themselves when the grace period runs out.
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
-    )
-    GracefulServer(config, runtime_of(app).shutdown).run()
+    with metrics_directory(settings.workers):
+        uvicorn.run(
+            # By name: each worker process imports and builds its own app.
+            "service.workers:create_served_app",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            log_level=settings.log_level,
+            # A backstop only: streams end themselves when the grace period runs out.
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        )
 
 
 if __name__ == "__main__":

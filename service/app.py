@@ -28,9 +28,15 @@ logger = logging.getLogger("service")
 ROUTERS = (routes.router, metrics_routes.router)
 
 
-def create_app(settings: Settings | None = None, upstream: ChatUpstream | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    upstream: ChatUpstream | None = None,
+    *,
+    drain_on_signals: bool = False,
+) -> FastAPI:
     """Build the app. `settings` default to the environment; `upstream` to the configured
-    provider's (`service.upstream.providers`)."""
+    provider's (`service.upstream.providers`). With `drain_on_signals` (what `python -m
+    service` serves), SIGTERM and SIGINT start the graceful drain (`service.shutdown`)."""
     resolved = settings if settings is not None else Settings()
     metrics = PrometheusMetrics(resolved)
     chosen = (
@@ -43,11 +49,15 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = runtime_of(app)
         runtime.shutdown.attach(asyncio.get_running_loop())
+        # Here the server has installed its own signal handlers, which this one passes on to.
+        restore_signals = runtime.shutdown.begin_on_signals() if drain_on_signals else None
         level, notice = chosen.startup_notice()
         logger.log(level, notice)
         try:
             yield
         finally:
+            if restore_signals is not None:
+                restore_signals()
             await chosen.aclose()
 
     app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)

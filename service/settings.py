@@ -91,6 +91,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Worker processes for `python -m service` (uvicorn's supervisor; one socket shared). The
+    # limits above hold per worker; `/metrics` sums over all of them (issue #10).
+    workers: int = Field(default=1, ge=1, le=64)
     # Models named as such in `/metrics` besides the default one; any other model a request
     # names is counted as `other`, so a client cannot grow the label set (issue #10).
     metrics_models: str = ""
