@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test lint check-deploy system-deps bench clean
+.PHONY: run test lint check-deploy check-monitoring system-deps bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -33,11 +33,19 @@ check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
 	$(BIN)/hadolint Dockerfile
 
-# Debian's chromium and nginx, which the browser and proxy tests drive for real.
+# The example Prometheus configuration and its alert rules, checked and unit-tested with
+# Debian's promtool (tests/test_prometheus_scrape.py runs them in a real Prometheus too).
+check-monitoring: system-deps
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/tests/alerts_test.yml
+
+# Debian's chromium, nginx and prometheus, which the browser, proxy and monitoring tests drive
+# for real.
 system-deps:
 	@scripts/install-system-deps.sh
 
-test: system-deps lint check-deploy
+test: system-deps lint check-deploy check-monitoring
 	$(BIN)/pytest
 
 bench: system-deps $(VENV)/.dev-installed

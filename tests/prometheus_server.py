@@ -1,0 +1,121 @@
+"""Debian's Prometheus, running the repository's example configuration against a loopback target.
+
+`PrometheusServer.start(target, directory)` reads `deploy/prometheus/prometheus.yml`, changes
+only what a test must (the target, one-second scrape and rule intervals, the rule files' absolute
+paths), and runs `/usr/bin/prometheus` as a child process with its storage in `directory`,
+listening on 127.0.0.1 only; `stop` ends it by its PID. Queries go through its HTTP API:
+https://prometheus.io/docs/prometheus/latest/querying/api/
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from tests.conftest import free_port
+
+PROMETHEUS = "/usr/bin/prometheus"
+DEPLOY = Path(__file__).parents[1] / "deploy"
+EXAMPLE_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+START_TIMEOUT_SECONDS = 20.0
+
+
+def config_for(target: str) -> dict[str, Any]:
+    """The example configuration, scraping `target` every second."""
+    config: dict[str, Any] = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    config["global"]["scrape_interval"] = "1s"
+    config["global"]["evaluation_interval"] = "1s"
+    config["rule_files"] = [str(EXAMPLE_CONFIG.parent / name) for name in config["rule_files"]]
+    (job,) = config["scrape_configs"]
+    job["static_configs"] = [{"targets": [target]}]
+    return config
+
+
+class PrometheusServer:
+    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.process = process
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log = log
+
+    @classmethod
+    def start(cls, target: str, directory: Path) -> PrometheusServer:
+        if shutil.which(PROMETHEUS) is None:
+            raise RuntimeError(f"{PROMETHEUS} is missing: run scripts/install-system-deps.sh")
+        config = directory / "prometheus.yml"
+        config.write_text(yaml.safe_dump(config_for(target)))
+        port = free_port()
+        log = directory / "prometheus.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [
+                    PROMETHEUS,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+        server = cls(process, port, log)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            try:
+                if httpx.get(server.base_url + "/-/ready", timeout=1).status_code == 200:
+                    return server
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                server.stop()
+                raise RuntimeError(f"prometheus did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+
+    def api(self, path: str, **params: Any) -> Any:
+        response = httpx.get(self.base_url + "/api/v1/" + path, params=params, timeout=10)
+        body = response.json()
+        assert body["status"] == "success", (path, params, body)
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's result vector; fails the test if Prometheus refuses it."""
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", (expr, data)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def value(self, expr: str) -> float:
+        """The value of a query that returns one series."""
+        (series,) = self.query(expr)
+        return float(series["value"][1])
+
+    def wait_for_scrape(self, after: float, timeout: float = 15) -> None:
+        """Until Prometheus holds a sample of every target taken after `after` (`time.time`)
+        and has evaluated its rules since."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            scraped = self.query("min(timestamp(up))")
+            if scraped and float(scraped[0]["value"][1]) > after + 1.0:  # +1: one evaluation
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"no scrape after {after}:\n{self.log.read_text()}")
+
+
+def finite_values(result: list[dict[str, Any]]) -> list[float]:
+    return [v for v in (float(s["value"][1]) for s in result) if math.isfinite(v)]
