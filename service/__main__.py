@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import sys
 
-import uvicorn
 from pydantic import ValidationError
 
 from service.logging_config import configure_logging
 from service.settings import Settings
-from service.workers import metrics_directory
+from service.workers import serve
 
 
 def describe_configuration_error(error: ValidationError) -> str:
@@ -30,20 +29,7 @@ def main() -> None:
         print(describe_configuration_error(error), file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
-    with metrics_directory(settings.workers):
-        uvicorn.run(
-            # By name: each worker process imports and builds its own app.
-            "service.workers:create_served_app",
-            factory=True,
-            workers=settings.workers,
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop",
-            http="httptools",
-            log_level=settings.log_level,
-            # A backstop only: streams end themselves when the grace period runs out.
-            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
-        )
+    serve(settings)
 
 
 if __name__ == "__main__":

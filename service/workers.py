@@ -1,10 +1,13 @@
 """How `python -m service` runs: one process, or `WORKERS` processes under uvicorn's supervisor.
 
-uvicorn binds the socket once and starts each worker as a fresh interpreter (multiprocessing's
-`spawn`), which imports `create_served_app` by name and serves the shared socket. SIGTERM (or
-SIGINT) to the supervisor is passed on to every worker as SIGTERM, and each worker drains on its
-own (`service.shutdown`): the app chains its drain in front of the worker server's handler, in
-every worker alike, which is also how a single process drains.
+uvicorn's supervisor binds the socket once and starts each worker as a fresh interpreter
+(multiprocessing's `spawn`), which imports `create_served_app` by name and serves the shared
+socket. SIGTERM (or SIGINT) to the supervisor is passed on to every worker as SIGTERM, and each
+worker drains on its own (`service.shutdown`): the app chains its drain in front of the worker
+server's handler, in every worker alike, which is also how a single process drains. The
+supervisor here only adds one thing: it closes its own copy of the listening socket at the
+signal, so that once the workers close theirs new connections are refused at once, as with one
+process, instead of waiting in the listen queue until the supervisor exits.
 
 Metrics under several workers use prometheus-client's multiprocess mode: every worker writes its
 values to files in `PROMETHEUS_MULTIPROC_DIR` and `/metrics`, whichever worker answers it, sums
@@ -21,7 +24,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import uvicorn
 from fastapi import FastAPI
+from uvicorn.supervisors import Multiprocess
 
 from service.logging_config import configure_logging
 from service.settings import Settings
@@ -37,6 +42,44 @@ def create_served_app() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level)
     return create_app(settings, drain_on_signals=True)
+
+
+def serve(settings: Settings) -> None:
+    """Serve until stopped: in this process, or in `settings.workers` worker processes."""
+    config = uvicorn.Config(
+        # By name: each worker process imports and builds its own app.
+        "service.workers:create_served_app",
+        factory=True,
+        workers=settings.workers,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        # A backstop only: streams end themselves when the grace period runs out.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+    )
+    with metrics_directory(config.workers):
+        if config.workers == 1:
+            uvicorn.Server(config).run()
+        else:
+            Supervisor(config, sockets=[config.bind_socket()]).run()
+
+
+class Supervisor(Multiprocess):
+    """uvicorn's supervisor, letting go of the listening socket when told to stop."""
+
+    def handle_term(self) -> None:
+        self._stop_listening()
+        super().handle_term()
+
+    def handle_int(self) -> None:
+        self._stop_listening()
+        super().handle_int()
+
+    def _stop_listening(self) -> None:
+        for sock in self.sockets:
+            sock.close()
 
 
 @contextmanager

@@ -194,6 +194,9 @@ def test_each_worker_drains_on_sigterm(workers: TwoWorkers, upstream: FakeUpstre
         assert scrape(workers.base_url).value("llm_streams_in_flight") == len(opened)
         signalled_at = time.monotonic()
         workers.process.send_signal(signal.SIGTERM)  # to the supervisor only
+        time.sleep(1.0)  # the supervisor looks at its signals twice a second
+        with pytest.raises(httpx.ConnectError):  # refused at once, as by one process
+            httpx.post(workers.base_url + "/api/chat/stream", json={"prompt": "late"}, timeout=5)
         results = [future.result(timeout=30) for future in opened]
     workers.process.wait(timeout=GRACE_SECONDS + 10)
     exited_after = time.monotonic() - signalled_at
