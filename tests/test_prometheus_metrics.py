@@ -198,3 +198,19 @@ def test_metrics_need_no_key_and_show_no_secret(
     assert TEST_KEY not in response.text
     assert "client-key" not in response.text
     assert httpx.post(running.base_url + "/metrics").status_code == 405
+
+
+def test_models_listed_in_metrics_models_are_named(
+    service_factory: ServiceFactory, upstream: FakeUpstream
+) -> None:
+    running = against(service_factory, upstream, metrics_models="listed-model, another")
+    for model in ("listed-model", "unlisted-model", "another"):
+        upstream.queue(Reply(pieces=answer_pieces(TOKENS[:1])))
+        assert stream_chat(running.base_url, {"prompt": "hi", "model": model})[0].status_code == 200
+    running.wait_for_summaries(3)
+    metrics = scrape(running.base_url)
+    assert metrics.label_values("llm_streams_total", "gen_ai_request_model") == {
+        "listed-model",
+        "another",
+        "other",
+    }
