@@ -1,10 +1,16 @@
 # The two commands a newcomer needs: `make run` and `make test`. Each creates the virtual
 # environment it needs (.venv) on first use; CI runs `make test` too (.ci/run).
+# Dependencies install from the lock files (requirements.lock, requirements-dev.lock: exact
+# versions with hashes); pyproject.toml keeps the ranges, and `make lock` compiles one from
+# the other.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The platform the locks are resolved for: the Docker image's and CI's.
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+LOCK_OPTIONS := $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" --quiet
 
-.PHONY: run test lint check-deploy check-monitoring system-deps bench clean
+.PHONY: run test check lint check-deploy check-monitoring system-deps frontend node-tests bench bench-compare lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -12,21 +18,37 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.run-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.run-installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(VENV)/.dev-installed: requirements-dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@ $(VENV)/.run-installed
+
+# Re-resolve the locks after a change to pyproject.toml's dependencies, keeping every pin that
+# still fits; `make lock LOCK_FLAGS=--upgrade` moves everything to the newest allowed versions.
+# The dev lock is resolved first and the runtime lock takes the same versions from it.
+lock: $(VENV)/.dev-installed
+	$(BIN)/uv pip compile pyproject.toml --extra dev $(LOCK_OPTIONS) $(LOCK_FLAGS) \
+		-o requirements-dev.lock
+	$(BIN)/uv pip compile pyproject.toml -c requirements-dev.lock $(LOCK_OPTIONS) $(LOCK_FLAGS) \
+		-o requirements.lock
 
 run: $(VENV)/.run-installed
 	$(BIN)/python -m service
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service testkit tests bench
+	$(BIN)/ruff format --check service testkit tests bench
 	$(BIN)/mypy
+
+# Before each commit, well under a minute: lint, types, and the tests that start no server
+# (pytest marks the others `server`, see tests/conftest.py). `make test` runs everything.
+check: lint
+	$(BIN)/pytest -q -m "not server"
 
 # The Docker files are checked without a Docker engine: compose's own parser and hadolint.
 check-deploy: $(VENV)/.dev-installed
@@ -45,7 +67,26 @@ check-monitoring: system-deps
 system-deps:
 	@scripts/install-system-deps.sh
 
-test: system-deps lint check-deploy check-monitoring
+# The React app in frontend/: installed from its lock file (npm ci, npm registry only), type
+# checked and built into frontend/dist, and its vitest suite run. Needs node 20.19+ and npm.
+frontend/node_modules/.installed: frontend/package.json frontend/package-lock.json
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a == 20 && b >= 19) ? 0 : 1)' \
+		&& command -v npm >/dev/null || { echo "node 20.19 or newer and npm are needed for frontend/ (vite 8)"; exit 1; }
+	cd frontend && npm ci --no-audit --no-fund
+	@touch $@
+
+frontend: frontend/node_modules/.installed
+	cd frontend && npm run build
+	cd frontend && npm test
+
+# The openai npm package that tests/test_openai_node.py drives, from its lock file.
+tests/node/node_modules/.installed: tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund
+	@touch $@
+
+node-tests: tests/node/node_modules/.installed
+
+test: system-deps lint check-deploy check-monitoring frontend node-tests
 	$(BIN)/pytest
 
 bench: system-deps $(VENV)/.dev-installed
@@ -53,5 +94,18 @@ bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.relay_overhead
 	$(BIN)/python -m bench.nginx_latency
 
+# Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README
+# "Benchmarks". LiteLLM pins an older openai, so it gets a virtual environment of its own.
+# BENCH_ARGS=--quick for a 2-3 minute run.
+LITELLM := .bench-venvs/litellm/bin/litellm
+$(LITELLM): bench/litellm-requirements.txt
+	$(PYTHON) -m venv .bench-venvs/litellm
+	.bench-venvs/litellm/bin/pip install --quiet -r bench/litellm-requirements.txt
+	@touch $@
+
+bench-compare: $(VENV)/.dev-installed $(LITELLM)
+	$(BIN)/python -m bench.compare --litellm $(LITELLM) $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .bench-venvs .mypy_cache .pytest_cache .ruff_cache .hypothesis \
+		frontend/node_modules frontend/dist tests/node/node_modules

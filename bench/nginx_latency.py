@@ -5,7 +5,7 @@
 Processes, all on 127.0.0.1 and stopped by PID at the end: the fake upstream
 (`bench.upstream_server`, TOKENS one-token events PAUSE apart), the service as shipped
 (`python -m service`: uvloop, httptools), the same app in uvicorn's h11 server, and Debian's
-nginx with a stock `location / { proxy_pass ...; }` (`tests/nginx_proxy.py`). Requests are sent
+nginx with a stock `location / { proxy_pass ...; }` (`testkit/nginx.py`). Requests are sent
 one at a time on raw sockets (HTTP/1.1, `Connection: close`) and every read is timestamped.
 
 For each format (`?format=sse|ndjson|text`) and each path, over REQUESTS requests:
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from bench.processes import ServiceProcess
 from bench.upstream_server import UpstreamProcess
-from tests.nginx_proxy import NginxProxy
+from testkit.nginx import NginxProxy
 
 TOKENS = 12
 PAUSE = 0.015

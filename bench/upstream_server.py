@@ -2,9 +2,10 @@
 
     python -m bench.upstream_server TOKENS PAUSE_SECONDS
 
-Answers every request with TOKENS one-token events (plus finish, usage and [DONE]); with a
-pause of 0 the whole body goes out in one write, otherwise each event is its own write,
-PAUSE_SECONDS apart. Prints the port on the first line of stdout, then serves until killed.
+Answers every request with TOKENS one-token events (plus finish, usage and [DONE]) byte for
+byte as OpenAI writes them (`testkit.openai_fakes.openai_pieces`); with a pause of 0 the whole
+body goes out in one write, otherwise each event is its own write, PAUSE_SECONDS apart. Prints
+the port on the first line of stdout, then serves until killed.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import subprocess
 import sys
 import threading
 
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply
+from testkit.openai_fakes import openai_pieces
+from testkit.service_process import stop_process
 
 
 def main() -> None:
     tokens, pause = int(sys.argv[1]), float(sys.argv[2])
-    pieces = answer_pieces([f" w{i}" for i in range(tokens)])
+    pieces = openai_pieces([f" w{i}" for i in range(tokens)])
     fake = FakeUpstream()
     fake.default_reply = (
         Reply(pieces=pieces, pause=pause) if pause else Reply(pieces=[b"".join(pieces)])
@@ -29,20 +32,27 @@ def main() -> None:
 
 
 class UpstreamProcess:
-    """Start `main` in a child process; `base_url` once it listens."""
+    """Start `main` in a child process; `base_url` once it listens.
 
-    def __init__(self, tokens: int, pause: float) -> None:
+    `paced=True` starts `bench.paced_upstream` instead (same arguments): the lean server that
+    keeps its schedule under hundreds of streams and records disconnects.
+    """
+
+    def __init__(self, tokens: int, pause: float, *, paced: bool = False) -> None:
+        module = "bench.paced_upstream" if paced else "bench.upstream_server"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.upstream_server", str(tokens), str(pause)],
+            [sys.executable, "-m", module, str(tokens), str(pause)],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert self.process.stdout is not None
-        self.base_url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+        self.port = int(self.process.stdout.readline())
+        self.base_url = f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait(10)
+        stop_process(self.process)
+        if self.process.stdout:
+            self.process.stdout.close()
 
 
 if __name__ == "__main__":

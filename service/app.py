@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from service import metrics_routes, routes
+from service import metrics_routes, openai_routes, routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
@@ -25,7 +25,7 @@ from service.upstream.providers import build_upstream
 logger = logging.getLogger("service")
 
 # Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
-ROUTERS = (routes.router, metrics_routes.router)
+ROUTERS = (routes.router, ui_chat.router, openai_routes.router, metrics_routes.router)
 
 
 def create_app(
@@ -86,7 +86,7 @@ def create_app(
             allow_credentials=resolved.cors_allow_credentials,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "Accept", "Last-Event-ID"],
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "x-should-retry"],
             max_age=600,
         )
     return app

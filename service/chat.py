@@ -1,8 +1,9 @@
-"""One chat stream, assembled: upstream -> metrics observer -> relay.
+"""One chat stream, assembled: upstream -> first-token deadline -> metrics observer -> relay.
 
-The routes own HTTP and translate their bodies into a `StreamRequest`; this owns which model is
-asked and how the pieces are joined, so every entry point (POST and GET `/api/chat/stream`, and
-the routes on the roadmap) builds the same stream.
+The routes own HTTP and translate their bodies into a `StreamRequest` (or, for OpenAI's own APIs
+relayed as they are, a `PassthroughRequest`); this owns which model is asked and how the pieces
+are joined, so every entry point (POST and GET `/api/chat/stream`, `/v1/chat/completions`,
+`/v1/responses`) builds the same stream, measured and cancelled the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
 from service.chunking import rechunk_words
-from service.domain import CompletionParams, StreamRequest
-from service.events import ResponseEvent
+from service.domain import CompletionParams, PassthroughParams, PassthroughRequest, StreamRequest
+from service.events import ResponseEvent, UpstreamEvent
 from service.metrics import StreamObserver, StreamRecorder, observe
 from service.relay import relay
 from service.settings import Settings
@@ -48,15 +49,13 @@ class ChatService:
         request: StreamRequest,
         *,
         received_at: float,
-        route: str,
-        wire_format: str,
+        endpoint: str = "/api/chat/stream",
         word_chunks: bool = False,
     ) -> OpenedStream:
         """The stream's id, its response events and its recorder; nothing runs until the events
         are iterated. The caller reports how the response ended (`recorder.finish`), which
-        every stream must: the observers count it as open until then. `route` (the route
-        template) and `wire_format` (its name) label the stream's metrics."""
-        stream_id = new_stream_id()
+        every stream must: the observers count it as open until then. `endpoint` is the route
+        (its template) that serves it."""
         model = self.upstream.resolve_model(request.model)
         params = CompletionParams(
             model=model,
@@ -64,17 +63,46 @@ class ChatService:
             temperature=request.temperature,
             max_tokens=request.max_tokens,
         )
-        recorder = StreamRecorder(
-            stream_id=stream_id,
+        opened = self._open(
+            self.upstream.stream(params),
+            self._recorder(model, received_at, endpoint),
+            first_token_deadline=True,
+        )
+        if word_chunks:
+            return opened._replace(events=rechunk_words(opened.events))
+        return opened
+
+    def open_passthrough(
+        self, request: PassthroughRequest, *, received_at: float, endpoint: str
+    ) -> OpenedStream:
+        """The same for an OpenAI API call relayed as it is. A non-streamed answer comes whole,
+        so no first-token deadline applies to it (the upstream read timeout still does)."""
+        model = self.upstream.resolve_model(request.model)
+        params = PassthroughParams(request.api, request.body, model, request.stream)
+        return self._open(
+            self.upstream.passthrough(params),
+            self._recorder(model, received_at, endpoint),
+            first_token_deadline=request.stream,
+        )
+
+    def _recorder(self, model: str, received_at: float, endpoint: str) -> StreamRecorder:
+        return StreamRecorder(
+            stream_id=new_stream_id(),
             model=model,
             provider=self.upstream.provider,
             received_at=received_at,
-            route=route,
-            wire_format=wire_format,
+            endpoint=endpoint,
             observers=self.observers,
         )
-        upstream = first_event_within(
-            self.upstream.stream(params), self.settings.first_token_timeout_seconds
-        )
+
+    def _open(
+        self,
+        upstream: AsyncGenerator[UpstreamEvent, None],
+        recorder: StreamRecorder,
+        *,
+        first_token_deadline: bool,
+    ) -> OpenedStream:
+        if first_token_deadline:
+            upstream = first_event_within(upstream, self.settings.first_token_timeout_seconds)
         events = relay(observe(upstream, recorder), recorder)
-        return OpenedStream(stream_id, rechunk_words(events) if word_chunks else events, recorder)
+        return OpenedStream(recorder.stream_id, events, recorder)

@@ -10,6 +10,8 @@
     ├── UpstreamRateLimited     429      the upstream asked us to slow down (Retry-After kept)
     ├── UpstreamQuotaExhausted  502      the service's upstream account is out of quota
     ├── UpstreamRejected        400      the upstream refused this request (context too long, ...)
+    ├── NotServedUpstream       501      the upstream does not serve this API (/v1/responses)
+    ├── ModelNotFound           404      /v1/models/{id} names no model the upstream lists
     ├── UpstreamTimeout         504      the upstream did not answer in time
     ├── UpstreamUnavailable     502      unreachable, 5xx, or it broke off mid-stream
     ├── ServerShuttingDown      503      this process is stopping; retry elsewhere
@@ -19,7 +21,8 @@
 Provider exceptions are translated into these at exactly one boundary
 (`service.upstream.openai_chat`). A `ServiceError` carries only text that is safe to show: upstream
 error bodies are reduced to a message and a type, secrets are never part of it. Every error is
-rendered by one module, `service.error_responses`.
+rendered by one module, `service.error_responses`, in one of two shapes: the service's own
+(`as_dict`) or OpenAI's (`as_openai_dict`, for the `/v1` routes the OpenAI SDKs call, issue #8).
 
 `ConfigurationError` is not among them: it stops the process at start-up, no client sees it.
 """
@@ -29,15 +32,53 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
+def _openai_type(status: int) -> str:
+    """OpenAI's error `type` for a status. The SDKs choose their exception class from the status
+    alone; `type` is for people and logs."""
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    if status >= 500:
+        return "server_error"
+    return "invalid_request_error"
+
+
 class ServiceError(Exception):
     status_code: int = 500
     error_type: str = "internal_error"
     retryable: bool = False
 
-    def __init__(self, message: str, *, retry_after_seconds: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_seconds: int | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after_seconds = retry_after_seconds
+        # For OpenAI's shape: the request field at fault, and the upstream's own error code when
+        # it gave one (`context_length_exceeded`, `model_not_found`, ...).
+        self.param = param
+        self.code = code
+
+    @property
+    def openai_status(self) -> int:
+        """The status on the `/v1` routes, where a client expects what OpenAI itself answers."""
+        return self.status_code
+
+    def as_openai_dict(self) -> dict[str, Any]:
+        """The `error` object in OpenAI's shape, which the OpenAI SDKs read into their
+        exceptions: `code` is the upstream's code, else the service's own `error_type`."""
+        return {
+            "message": self.message,
+            "type": _openai_type(self.openai_status),
+            "param": self.param,
+            "code": self.code or self.error_type,
+        }
 
     def as_dict(self) -> dict[str, Any]:
         """The `error` object of every error body and in-band error event."""
@@ -60,9 +101,13 @@ class InvalidRequest(ServiceError):
     status_code = 422
     error_type = "invalid_request"
 
-    def __init__(self, message: str, *, status_code: int = 422) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, status_code: int = 422, param: str | None = None) -> None:
+        super().__init__(message, param=param)
         self.status_code = status_code
+
+    @property
+    def openai_status(self) -> int:
+        return 400  # OpenAI answers every invalid request with 400 (`BadRequestError`)
 
 
 class NotAcceptable(ServiceError):
@@ -107,8 +152,39 @@ class UpstreamQuotaExhausted(ServiceError):
 
 
 class UpstreamRejected(ServiceError):
+    """Always 400 on the service's own routes; on `/v1` the upstream's own 4xx (a 404 for an
+    unknown model is the SDKs' `NotFoundError`)."""
+
     status_code = 400
     error_type = "upstream_rejected_request"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int = 400,
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message, param=param, code=code)
+        self.upstream_status = upstream_status
+
+    @property
+    def openai_status(self) -> int:
+        return self.upstream_status
+
+
+class NotServedUpstream(ServiceError):
+    """The upstream answers 404 for a whole API (an OpenAI-compatible server without
+    `/v1/responses`): not the client's fault, and no retry will help."""
+
+    status_code = 501
+    error_type = "not_implemented_upstream"
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    error_type = "model_not_found"
 
 
 class UpstreamTimeout(ServiceError):

@@ -2,8 +2,14 @@
 
 Two layers, one direction:
 
-    upstream  -> TextDelta | Finished | UsageReported | Failed        (what the model did)
-    relay     -> StreamStarted | TextDelta | StreamEnded | StreamFailed  (what the client is told)
+    upstream  -> TextDelta | ReasoningDelta | Finished | UsageReported | Failed
+                                                        (what the model did)
+    relay     -> StreamStarted | TextDelta | ReasoningDelta | StreamEnded | StreamFailed
+                                                        (what the client is told)
+
+The OpenAI-compatible routes (issue #8) relay the upstream's own events instead of text: a
+`Relayed` carries one upstream event's bytes, to be sent untouched, together with the few facts
+the metrics read from it; it passes both layers as it is.
 
 Upstream events say nothing about HTTP; response events carry everything an encoder needs, so an
 encoder is a pure function of one event. These are slotted dataclasses rather than pydantic
@@ -22,6 +28,15 @@ from service.errors import ServiceError
 @dataclass(slots=True, frozen=True)
 class TextDelta:
     """A piece of answer text, exactly as the model produced it (never empty)."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningDelta:
+    """A piece of the model's visible reasoning (`reasoning_content` deltas, as vLLM and
+    DeepSeek send them), never empty. Only formats that have a place for it send it (the AI
+    SDK's UI message stream); the others leave it out, so their text stays the answer alone."""
 
     text: str
 
@@ -66,7 +81,26 @@ class Failed:
     error: ServiceError
 
 
-UpstreamEvent = TextDelta | Finished | UsageReported | Failed
+# Not frozen: a frozen dataclass sets each of its six fields through `object.__setattr__`,
+# which costs ~2 µs per token (bench/relay_overhead.py). Nothing changes one after it is made.
+@dataclass(slots=True)
+class Relayed:
+    """One upstream event (or a whole non-streamed body) for the client, as the upstream wrote
+    it, and what the metrics need from it, read once where it was decoded."""
+
+    # The SSE `data` payload (or the body), untouched.
+    data: bytes
+    # The SSE `event` name the upstream gave (the Responses API names its events), else None.
+    event: bytes | None = None
+    # Carries model output (text, refusal, tool call arguments, reasoning): counts as a token.
+    output: bool = False
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    # False for the usage chunk the client did not ask for: recorded, not sent.
+    forward: bool = True
+
+
+UpstreamEvent = TextDelta | ReasoningDelta | Relayed | Finished | UsageReported | Failed
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,4 +141,4 @@ class StreamFailed:
     error: ServiceError
 
 
-ResponseEvent = StreamStarted | TextDelta | StreamEnded | StreamFailed
+ResponseEvent = StreamStarted | TextDelta | ReasoningDelta | Relayed | StreamEnded | StreamFailed

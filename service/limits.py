@@ -1,8 +1,8 @@
 """Limits: bounds on a request's size and spend, and stream slots (at most N concurrent streams
 per process, and per API key when keys are used).
 
-`check_request` runs on the domain request, so every entry point (whatever its body shape)
-enforces the same bounds, each 422 naming the limit and its variable.
+`check_size` runs on what any body's shape counts up to (`RequestSize`), so every entry point
+enforces the same bounds, each 422 naming the limit, its variable and the client's field.
 
 A slot is taken before the upstream is called and given back exactly once when the response
 ends, however it ends (completed, error, cancelled, shutdown): `StreamSlot.release` is
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
-from service.domain import StreamRequest
+from service.domain import RequestSize, StreamRequest
 from service.errors import InvalidRequest, TooManyStreams
 from service.settings import Settings
 
@@ -22,24 +22,38 @@ _RETRY_AFTER_SECONDS = 1
 
 
 def check_request(request: StreamRequest, settings: Settings) -> None:
+    """`check_size` for the service's own request."""
+    check_size(
+        RequestSize(
+            messages=len(request.messages),
+            input_chars=sum(len(message.content) for message in request.messages),
+            max_tokens=request.max_tokens,
+        ),
+        settings,
+    )
+
+
+def check_size(size: RequestSize, settings: Settings) -> None:
     """The configured bounds on size and spend (MAX_MESSAGES, MAX_INPUT_CHARS,
     MAX_OUTPUT_TOKENS)."""
-    messages = request.messages
-    if len(messages) > settings.max_messages:
+    field = size.messages_field
+    if size.messages > settings.max_messages:
         raise InvalidRequest(
-            f"messages: at most {settings.max_messages} messages are accepted "
-            f"(MAX_MESSAGES), got {len(messages)}"
+            f"{field}: at most {settings.max_messages} messages are accepted "
+            f"(MAX_MESSAGES), got {size.messages}",
+            param=field,
         )
-    characters = sum(len(message.content) for message in messages)
-    if characters > settings.max_input_chars:
+    if size.input_chars > settings.max_input_chars:
         raise InvalidRequest(
-            f"messages: at most {settings.max_input_chars} characters of content are accepted "
-            f"(MAX_INPUT_CHARS), got {characters}"
+            f"{field}: at most {settings.max_input_chars} characters of content are accepted "
+            f"(MAX_INPUT_CHARS), got {size.input_chars}",
+            param=field,
         )
-    if request.max_tokens is not None and request.max_tokens > settings.max_output_tokens:
+    if size.max_tokens is not None and size.max_tokens > settings.max_output_tokens:
         raise InvalidRequest(
-            f"max_tokens: at most {settings.max_output_tokens} (MAX_OUTPUT_TOKENS), "
-            f"got {request.max_tokens}"
+            f"{size.max_tokens_field}: at most {settings.max_output_tokens} "
+            f"(MAX_OUTPUT_TOKENS), got {size.max_tokens}",
+            param=size.max_tokens_field,
         )
 
 

@@ -35,7 +35,16 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any, Protocol
 
-from service.events import Failed, StreamMetrics, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.events import (
+    Failed,
+    Finished,
+    Relayed,
+    StreamMetrics,
+    TextDelta,
+    UpstreamEvent,
+    Usage,
+    UsageReported,
+)
 from service.outcomes import Delivery, Outcome, outcome_of
 
 stream_logger = logging.getLogger("service.streams")
@@ -65,18 +74,19 @@ class StreamRecorder:
         model: str,
         provider: str,
         received_at: float,
-        route: str = "",
-        wire_format: str = "",
+        endpoint: str = "/api/chat/stream",
         observers: tuple[StreamObserver, ...] = (),
     ) -> None:
         self.stream_id = stream_id
         self.model = model
         self.provider = provider
-        self.received_at = received_at
-        # The route template (`/api/chat/stream`) and the wire format's name, for metrics.
-        self.route = route
-        self.wire_format = wire_format
+        # The route that served it (its template): the native stream, the UI's, or an OpenAI
+        # API (`/v1/...`). A bounded label for metrics, like `wire_format`.
+        self.endpoint = endpoint
+        # The wire format's name (`sse`, `ndjson`, ...), set by the response that sends it.
+        self.wire_format = ""
         self.observers = observers
+        self.received_at = received_at
         self.upstream_started_at: float | None = None
         self.first_text_at: float | None = None
         self.last_text_at: float | None = None
@@ -101,6 +111,14 @@ class StreamRecorder:
             except Exception:
                 # Metrics watch the stream; they never end it.
                 logger.exception("stream observer %s failed", type(observer).__name__)
+
+    def output_seen(self) -> None:
+        """A piece of output (a text delta, or a relayed event carrying output) arrived now."""
+        now = time.perf_counter()
+        if self.first_text_at is None:
+            self.first_text_at = now
+        self.last_text_at = now
+        self.text_deltas += 1
 
     @property
     def output_tokens(self) -> int:
@@ -135,6 +153,7 @@ class StreamRecorder:
     def summary(self) -> dict[str, Any]:
         return {
             "stream_id": self.stream_id,
+            "endpoint": self.endpoint,
             "provider": self.provider,
             "model": self.model,
             "outcome": self.outcome,
@@ -164,15 +183,18 @@ async def observe(
     async with aclosing(events):
         async for event in events:
             if isinstance(event, TextDelta):
-                now = time.perf_counter()
-                if recorder.first_text_at is None:
-                    recorder.first_text_at = now
-                recorder.last_text_at = now
-                recorder.text_deltas += 1
+                recorder.output_seen()
+            elif isinstance(event, Relayed):
+                if event.output:
+                    recorder.output_seen()
+                if event.finish_reason is not None:
+                    recorder.finish_reason = event.finish_reason
+                if event.usage is not None:
+                    recorder.usage = event.usage
             elif isinstance(event, UsageReported):
                 recorder.usage = event.usage
             elif isinstance(event, Failed):
                 recorder.error_type = event.error.error_type
-            else:
+            elif isinstance(event, Finished):
                 recorder.finish_reason = event.reason
             yield event

@@ -208,7 +208,7 @@ class PrometheusMetrics:
             OPERATION,
             gen_ai_provider_name(recorder.provider),
             recorder.model if recorder.model in self._models else OTHER_MODEL,
-            recorder.route,
+            recorder.endpoint,
             recorder.wire_format,
         )
         outcome, error_type = recorder.outcome or "error", recorder.error_type or ""

@@ -98,7 +98,7 @@ def validate_chat_request(fields: dict[str, Any]) -> StreamRequest:
         raise describe_validation_error(error) from None
 
 
-def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+def inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
     """Replace pydantic's `#/$defs/...` references by the definitions themselves: inside an
     OpenAPI document such a reference would point at the document's root, where nothing is."""
     definitions = schema.pop("$defs", {})
@@ -120,7 +120,7 @@ def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
 def openapi_request_body() -> dict[str, Any]:
     """The body's schema for the OpenAPI document (the route parses the body itself), with
     "exactly one of messages, prompt, message" spelt out as `oneOf`."""
-    schema = _inline_definitions(ChatRequest.model_json_schema())
+    schema = inline_definitions(ChatRequest.model_json_schema())
     schema["oneOf"] = [
         {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
         for name in ("messages", "prompt", "message")

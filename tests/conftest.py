@@ -1,46 +1,50 @@
-"""Shared fixtures: a fake upstream, and the service in a real uvicorn on a loopback port."""
+"""Shared fixtures: the fake upstream, the service in a real uvicorn on a loopback port, nginx
+in front of it, and chromium. The parts themselves live in `testkit`, which benchmarks use too.
+"""
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import socket
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import uvicorn
+from playwright.sync_api import Browser, Error, Page, sync_playwright
 
-from service.app import create_app
-from service.runtime import runtime_of
-from service.settings import Settings
-from tests.fake_upstream import FakeUpstream
+from testkit.browser import PAGE_TIMEOUT_MS, launch_chromium
+from testkit.fake_upstream import FakeUpstream
+from testkit.nginx import NginxFactory, NginxProxy
+from testkit.service_process import is_service_variable
+from testkit.services import (
+    TEST_KEY,
+    RunningService,
+    ServiceFactory,
+    make_settings,
+    start_service,
+    stop_service,
+)
 
-FIXTURES = Path(__file__).parent / "fixtures"
-TEST_KEY = "sk-test-SECRET-4b1d9f0c2e7a"
+# Fixtures that start a server, in a thread or a process. A test using any of them (directly or
+# through another fixture) is marked `server`, and `make check` leaves it out; a test that
+# starts one by itself carries the mark in its module.
+SERVER_FIXTURES = frozenset(
+    {"upstream", "service", "service_factory", "nginx_factory", "browser", "page"}
+)
 
-_SERVICE_ENV_PREFIXES = ("OPENAI_", "AZURE_OPENAI_")
-_SERVICE_ENV_NAMES = {name.upper() for name in Settings.model_fields} | {"PROVIDER"}
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.server)
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests set configuration explicitly; nothing leaks in from the developer's shell."""
     for name in list(os.environ):
-        if name.startswith(_SERVICE_ENV_PREFIXES) or name in _SERVICE_ENV_NAMES:
+        if is_service_variable(name):
             monkeypatch.delenv(name)
-
-
-def make_settings(**overrides: Any) -> Settings:
-    return Settings(_env_file=None, **overrides)
 
 
 @pytest.fixture
@@ -49,80 +53,6 @@ def upstream() -> Iterator[FakeUpstream]:
     fake.start()
     yield fake
     fake.stop()
-
-
-class StreamLog(logging.Handler):
-    """Collects the per-stream summaries the service logs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.summaries: list[dict[str, Any]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        summary = getattr(record, "stream", None)
-        if isinstance(summary, dict):
-            self.summaries.append(summary)
-
-
-@dataclass
-class RunningService:
-    base_url: str
-    settings: Settings
-    log: StreamLog
-    _server: uvicorn.Server = field(repr=False)
-    _thread: threading.Thread = field(repr=False)
-
-    @property
-    def host_port(self) -> tuple[str, int]:
-        host, port = self.base_url.removeprefix("http://").split(":")
-        return host, int(port)
-
-    def begin_shutdown(self) -> None:
-        """What SIGTERM does to `python -m service`, on the server's own loop."""
-        app: Any = self._server.config.app
-        runtime_of(app).shutdown.begin()  # safe from any thread
-
-    def wait_for_summaries(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and len(self.log.summaries) < count:
-            time.sleep(0.005)
-        return self.log.summaries
-
-
-def start_service(settings: Settings, http: str = "httptools") -> RunningService:
-    """The app in a real uvicorn on a free loopback port, in a thread with its own loop.
-    `http` is uvicorn's protocol implementation (the service ships with httptools)."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host="127.0.0.1",
-        port=0,
-        loop="uvloop",
-        http=http,
-        log_level="warning",
-        lifespan="on",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="service", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("service did not start")
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    log = StreamLog()
-    logging.getLogger("service.streams").addHandler(log)
-    logging.getLogger("service.streams").setLevel(logging.INFO)
-    return RunningService(f"http://127.0.0.1:{port}", settings, log, server, thread)
-
-
-def stop_service(service: RunningService) -> None:
-    service._server.should_exit = True
-    service._thread.join(10)
-    logging.getLogger("service.streams").removeHandler(service.log)
-
-
-ServiceFactory = Callable[..., RunningService]
 
 
 @pytest.fixture
@@ -158,75 +88,52 @@ def service(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningS
     return running
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+@pytest.fixture
+def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
+    """`start(backend_port, location_extra="", locations=None) -> base_url` of an nginx in front
+    of it (stock unless `locations` says otherwise; see `testkit.nginx`).
+
+    Every nginx started is stopped at the end of the test; its files live in the test's
+    `tmp_path`. The test errors (not skips) if nginx is missing: scripts/install-system-deps.sh
+    installs it.
+    """
+    started: list[NginxProxy] = []
+
+    def start(backend_port: int, location_extra: str = "", locations: str | None = None) -> str:
+        directory = tmp_path / f"nginx{len(started)}"
+        proxy = NginxProxy.start(
+            backend_port, location_extra=location_extra, locations=locations, directory=directory
+        )
+        started.append(proxy)
+        return proxy.base_url
+
+    yield start
+    for proxy in started:
+        proxy.stop()
 
 
-def service_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any provider variable, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SERVICE_ENV_PREFIXES)}
-    env.update(extra)
-    return env
-
-
-def start_service_process(cwd: Path, **environment: str) -> tuple[subprocess.Popen[str], str]:
-    """`python -m service` in its own process (configured by `environment` only, output
-    captured), and its base URL once `/healthz` answers. The caller stops it."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        env=service_env(PORT=str(port), **environment),
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, started once per module."""
+    with sync_playwright() as playwright:
+        launched = launch_chromium(playwright)
         try:
-            httpx.get(base_url + "/healthz")
-            return process, base_url
-        except httpx.TransportError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                process.communicate()
-                raise
-            time.sleep(0.05)
+            yield launched
+        finally:
+            launched.close()
 
 
-@dataclass
-class SSEEvent:
-    event: str
-    data: str
-    id: str
-
-    def json(self) -> Any:
-        return json.loads(self.data)
-
-
-def read_events(response: httpx.Response) -> list[SSEEvent]:
-    """Parse a whole SSE body with httpx-sse (a standard client-side parser)."""
-    from httpx_sse import EventSource
-
-    return [SSEEvent(e.event, e.data, e.id) for e in EventSource(response).iter_sse()]
-
-
-def stream_chat(
-    base_url: str, body: dict[str, Any], **kwargs: Any
-) -> tuple[httpx.Response, list[SSEEvent]]:
-    with (
-        httpx.Client(timeout=30) as client,
-        client.stream("POST", base_url + "/api/chat/stream", json=body, **kwargs) as response,
-    ):
-        if response.status_code != 200:
-            response.read()
-            return response, []
-        return response, read_events(response)
-
-
-def answer_text(events: list[SSEEvent]) -> str:
-    return "".join(e.json()["content"] for e in events if e.data != "[DONE]")
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh context (no shared cookies, cache or storage). An exception the page's
+    script did not catch fails the test, even if the UI looked right."""
+    context = browser.new_context(viewport={"width": 960, "height": 720})
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    uncaught: list[Error] = []
+    try:
+        opened = context.new_page()
+        opened.on("pageerror", lambda error: uncaught.append(error))
+        yield opened
+    finally:
+        context.close()
+    assert not uncaught, f"uncaught errors in the page: {[str(e) for e in uncaught]}"

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, make_settings, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.services import TEST_KEY, RunningService, ServiceFactory, make_settings
+from testkit.sse_client import stream_chat
 
 KEYS = "first-service-key,second-service-key"
 
@@ -83,7 +84,7 @@ def test_per_key_limit(guarded: RunningService, upstream: FakeUpstream) -> None:
         b"POST /api/chat/stream HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer first-service-key\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
     )
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
+    assert upstream.wait_for_exchanges(1)
     same_key = httpx.post(
         guarded.base_url + "/api/chat/stream",
         json={"prompt": "b"},

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 import pytest
 from playwright.sync_api import Page, Response, expect
 
-from tests.browser import browser_fixture, page_fixture, save_screenshot
-from tests.conftest import FIXTURES, TEST_KEY, RunningService, ServiceFactory
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.browser import save_screenshot
+from testkit.fake_upstream import RECORDINGS, FakeUpstream, Reply, answer_pieces
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
 
-__all__ = ["browser_fixture", "page_fixture"]  # the `browser` and `page` fixtures
 pytestmark = pytest.mark.timeout(30)
 
 STORY = [f"word{i} " for i in range(40)]
@@ -39,11 +37,13 @@ def test_answer_streams_in_and_stop_keeps_partial_answer_in_history(
     answer = page.locator(".message.assistant").last
     text = answer.locator(".content")
     expect(text).not_to_be_empty()
-    lengths = []
-    for _ in range(3):
-        lengths.append(len(text.text_content() or ""))
-        time.sleep(0.35)
+    shown = [text.text_content() or ""]
+    for _ in range(2):
+        expect(text).not_to_have_text(shown[-1])  # the next piece of the answer is shown
+        shown.append(text.text_content() or "")
+    lengths = [len(seen) for seen in shown]
     assert lengths == sorted(set(lengths)), f"the answer did not grow while streaming: {lengths}"
+    assert not upstream.exchanges[0].completed, "the answer was only shown once it was complete"
     expect(answer.locator(".metrics")).to_contain_text("TTFT")
     save_screenshot(page, "chat-mid-answer")
 
@@ -110,7 +110,7 @@ def test_http_error_and_in_band_error_are_shown_in_the_answer(
 ) -> None:
     upstream.queue(
         Reply(status=429, headers={"retry-after": "7"}, body=b'{"error":{"message":"slow down"}}'),
-        Reply(pieces=[(FIXTURES / "midstream_error_stream.sse").read_bytes()]),
+        Reply(pieces=[(RECORDINGS / "midstream_error_stream.sse").read_bytes()]),
     )
     open_chat(page, service)
     page.locator("#prompt").fill("Hello")
@@ -244,8 +244,13 @@ def test_event_source_gets_the_whole_answer_once_and_stops_reconnecting(
 
     page.evaluate(EVENT_SOURCE_SCRIPT, "/api/chat/stream?message=hi")
     page.wait_for_function("window.eventSourceLog.data.includes('[DONE]')")
-    # The browser reconnects `retry_ms` after the stream ends; give it three times that.
-    time.sleep(3 * retry_ms / 1000)
+    # The browser reconnects `retry_ms` after the stream ended: wait for the answer to that,
+    # and for the EventSource to be closed for good (or to have opened a second stream).
+    with page.expect_response(lambda response: "/api/chat/stream" in response.url):
+        page.wait_for_function(
+            "window.eventSource.readyState === EventSource.CLOSED"
+            " || window.eventSourceLog.opens > 1"
+        )
 
     log: dict[str, Any] = page.evaluate("window.eventSourceLog")
     statuses = [r.status for r in responses]

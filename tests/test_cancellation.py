@@ -7,14 +7,13 @@ a few milliseconds.
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.raw_client import open_stream, read_until
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
 
 
 @pytest.fixture(params=["aiohttp", "httpx2"])
@@ -25,34 +24,9 @@ def upstream_http_client(request: pytest.FixtureRequest) -> str:
 
 
 CLOSE_BOUND_SECONDS = 1.0
-
-
-def open_stream(
-    service: RunningService, body: dict[str, object], receive_buffer: int | None = None
-) -> socket.socket:
-    host, port = service.host_port
-    sock = socket.socket()
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.connect((host, port))
-    payload = json.dumps(body).encode()
-    sock.sendall(
-        b"POST /api/chat/stream HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-        + b"Content-Length: %d\r\n\r\n" % len(payload)
-        + payload
-    )
-    return sock
-
-
-def read_until(sock: socket.socket, marker: bytes, count: int, timeout: float = 10) -> bytes:
-    sock.settimeout(timeout)
-    received = b""
-    while received.count(marker) < count:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        received += chunk
-    return received
+# How long the upstream must have been held back without a break before the client counts as
+# stalled (a passing slowness of the service holds it back for a moment only).
+STALL_SECONDS = 0.5
 
 
 def assert_upstream_closed_promptly(upstream: FakeUpstream, closed_at: float) -> None:
@@ -74,9 +48,9 @@ def test_disconnect_before_upstream_answers(
     service: RunningService, upstream: FakeUpstream
 ) -> None:
     upstream.queue(Reply(delay_before_headers=30, pieces=answer_pieces(["never"])))
-    sock = open_stream(service, {"prompt": "hi"})
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
-    time.sleep(0.2)
+    sock = open_stream(service.host_port, {"prompt": "hi"})
+    # The request reached the upstream: the service is waiting for its headers.
+    assert upstream.wait_for_exchanges(1)
     closed_at = time.monotonic()
     sock.close()
     assert_upstream_closed_promptly(upstream, closed_at)
@@ -90,22 +64,25 @@ def test_disconnect_during_retry_backoff_makes_no_new_request(
         openai_api_key=TEST_KEY, openai_base_url=upstream.base_url, upstream_max_retries=3
     )
     # The SDK honours Retry-After: it will sleep 2 s before retrying.
+    retry_after = 2.0
     upstream.default_reply = Reply(
         status=503, headers={"retry-after": "2"}, body=b'{"error":{"message":"busy"}}'
     )
-    sock = open_stream(running, {"prompt": "hi"})
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
-    time.sleep(0.3)
+    sock = open_stream(running.host_port, {"prompt": "hi"})
+    # The whole 503 went out: the SDK is reading it or already waiting to retry.
+    assert upstream.wait_for(lambda: upstream.exchanges and upstream.exchanges[0].completed)
     sock.close()
-    time.sleep(3.0)
-    assert len(upstream.exchanges) == 1
     assert_cancelled(running)
+    # A retry would arrive `retry_after` after the 503; watch until well past that.
+    retry_due = upstream.exchanges[0].received_at + retry_after
+    window = retry_due + 1.0 - time.monotonic()
+    assert not upstream.wait_for(lambda: len(upstream.exchanges) > 1, timeout=window)
 
 
 def test_disconnect_mid_stream(service: RunningService, upstream: FakeUpstream) -> None:
     tokens = [f" t{i}" for i in range(200)]
     upstream.queue(Reply(pieces=answer_pieces(tokens), pause=0.02))
-    sock = open_stream(service, {"prompt": "hi"})
+    sock = open_stream(service.host_port, {"prompt": "hi"})
     read_until(sock, b'"type":"delta"', 3)
     closed_at = time.monotonic()
     sock.close()
@@ -115,18 +92,20 @@ def test_disconnect_mid_stream(service: RunningService, upstream: FakeUpstream) 
     assert isinstance(delivered, int)
     assert 3 <= delivered < 200
     assert summary["output_tokens"] == delivered
-    time.sleep(0.2)
-    assert len(upstream.exchanges) == 1
+    assert not upstream.wait_for(lambda: len(upstream.exchanges) > 1, timeout=0.5)
 
 
 def test_disconnect_while_client_stalled(service: RunningService, upstream: FakeUpstream) -> None:
     # Far more than loopback socket buffers hold (the same bytes object, so no memory cost).
     pieces = [chunk_event(content="x" * 2000)] * 50_000
     upstream.queue(Reply(pieces=pieces))
-    sock = open_stream(service, {"prompt": "hi"}, receive_buffer=4096)
+    sock = open_stream(service.host_port, {"prompt": "hi"}, receive_buffer=4096)
     read_until(sock, b'"type":"delta"', 1)
-    time.sleep(1.0)  # stop reading: socket buffers fill and the service's send blocks
-    assert not upstream.exchanges[0].completed
+    # Stop reading: socket buffers fill, the service's send blocks, it stops reading the
+    # upstream, and so the upstream's writes are held back, without a break.
+    exchange = upstream.exchanges[0]
+    assert upstream.wait_for(lambda: exchange.held_back_seconds() > STALL_SECONDS, timeout=20)
+    assert not exchange.completed
     closed_at = time.monotonic()
     sock.close()
     assert_upstream_closed_promptly(upstream, closed_at)

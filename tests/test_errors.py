@@ -7,15 +7,9 @@ import socket
 import httpx
 import pytest
 
-from tests.conftest import (
-    FIXTURES,
-    TEST_KEY,
-    RunningService,
-    ServiceFactory,
-    answer_text,
-    stream_chat,
-)
-from tests.fake_upstream import FakeUpstream, Reply, chunk_event, error_body
+from testkit.fake_upstream import RECORDINGS, FakeUpstream, Reply, chunk_event, error_body
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import answer_text, stream_chat
 
 
 @pytest.fixture(params=["aiohttp", "httpx2"])
@@ -142,7 +136,7 @@ def test_unreachable_upstream_is_502(service_factory: ServiceFactory) -> None:
 def test_midstream_error_is_in_band_then_done(
     service: RunningService, upstream: FakeUpstream
 ) -> None:
-    upstream.queue(Reply(pieces=[(FIXTURES / "midstream_error_stream.sse").read_bytes()]))
+    upstream.queue(Reply(pieces=[(RECORDINGS / "midstream_error_stream.sse").read_bytes()]))
     response, events = stream_chat(service.base_url, {"prompt": "hi"})
     assert response.status_code == 200
     assert answer_text(events) == "Partial answer"

@@ -1,4 +1,4 @@
-"""Every upstream shape in tests/fixtures streams correctly through the real service and SDK.
+"""Every upstream shape in testkit/recordings streams correctly through the real service and SDK.
 
 The fixture bytes are replayed split at awkward offsets (through CRLFs, JSON and multi-byte
 characters), so the decoder is tested on reads as a real network delivers them.
@@ -10,14 +10,15 @@ import json
 
 import pytest
 
-from tests.conftest import FIXTURES, RunningService, ServiceFactory, answer_text, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, split_awkwardly
+from testkit.fake_upstream import RECORDINGS, FakeUpstream, Reply, split_awkwardly
+from testkit.services import RunningService, ServiceFactory
+from testkit.sse_client import answer_text, stream_chat
 
 
 def fixture_text(name: str) -> str:
     """The answer text the fixture carries, read independently of the service's decoder."""
     text = []
-    for block in (FIXTURES / name).read_text().split("\n\n"):
+    for block in (RECORDINGS / name).read_text().split("\n\n"):
         if not block.startswith("data: {"):
             continue
         for choice in json.loads(block.removeprefix("data: ")).get("choices", []):
@@ -47,7 +48,7 @@ def test_fixture_streams_exact_text_and_finish(
     finish_reason: str,
     usage: dict[str, int] | None,
 ) -> None:
-    raw = (FIXTURES / fixture).read_bytes()
+    raw = (RECORDINGS / fixture).read_bytes()
     upstream.queue(Reply(pieces=list(split_awkwardly(raw)), pause=0.0005))
 
     response, events = stream_chat(service.base_url, {"message": "hi"})
@@ -72,7 +73,7 @@ def test_fixture_streams_exact_text_and_finish(
 def test_openai_fixture_text_is_byte_exact(service: RunningService, upstream: FakeUpstream) -> None:
     upstream.queue(
         Reply(
-            pieces=list(split_awkwardly((FIXTURES / "openai_chat_stream.sse").read_bytes(), (1,)))
+            pieces=list(split_awkwardly((RECORDINGS / "openai_chat_stream.sse").read_bytes(), (1,)))
         )
     )
     _, events = stream_chat(service.base_url, {"prompt": "hi"})
@@ -83,7 +84,7 @@ def test_openai_fixture_text_is_byte_exact(service: RunningService, upstream: Fa
 def test_content_filtered_answer_is_not_an_empty_success(
     service: RunningService, upstream: FakeUpstream
 ) -> None:
-    upstream.queue(Reply(pieces=[(FIXTURES / "content_filter_stream.sse").read_bytes()]))
+    upstream.queue(Reply(pieces=[(RECORDINGS / "content_filter_stream.sse").read_bytes()]))
     _, events = stream_chat(service.base_url, {"prompt": "hi"})
     assert events[-2].json()["finish_reason"] == "content_filter"
     summary = service.wait_for_summaries(1)[0]
@@ -93,7 +94,7 @@ def test_content_filtered_answer_is_not_an_empty_success(
 def test_request_reaches_upstream_with_usage_requested(
     service: RunningService, upstream: FakeUpstream
 ) -> None:
-    upstream.queue(Reply(pieces=[(FIXTURES / "length_stream.sse").read_bytes()]))
+    upstream.queue(Reply(pieces=[(RECORDINGS / "length_stream.sse").read_bytes()]))
     stream_chat(
         service.base_url,
         {
@@ -126,6 +127,6 @@ def test_include_usage_can_be_turned_off(
     running = service_factory(
         openai_api_key="k", openai_base_url=upstream.base_url, upstream_include_usage=False
     )
-    upstream.queue(Reply(pieces=[(FIXTURES / "length_stream.sse").read_bytes()]))
+    upstream.queue(Reply(pieces=[(RECORDINGS / "length_stream.sse").read_bytes()]))
     stream_chat(running.base_url, {"prompt": "hi"})
     assert "stream_options" not in upstream.exchanges[0].json()

@@ -11,16 +11,9 @@ import pytest
 
 from service.errors import NotAcceptable
 from service.wire.negotiate import choose_format
-from tests.conftest import (
-    FIXTURES,
-    TEST_KEY,
-    RunningService,
-    ServiceFactory,
-    answer_text,
-    read_events,
-    stream_chat,
-)
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import RECORDINGS, FakeUpstream, Reply, answer_pieces
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import answer_text, read_events, stream_chat
 
 TOKENS = [" Hello", ",", " wor", "ld", "!\n", 'Line "two"', " data: x", " 😀"]
 TEXT = "".join(TOKENS)
@@ -75,7 +68,7 @@ def test_plain_text_is_only_the_text(service: RunningService, upstream: FakeUpst
 
 
 def test_errors_in_band_for_every_format(service: RunningService, upstream: FakeUpstream) -> None:
-    body = (FIXTURES / "midstream_error_stream.sse").read_bytes()
+    body = (RECORDINGS / "midstream_error_stream.sse").read_bytes()
     upstream.queue(Reply(pieces=[body]), Reply(pieces=[body]))
     text = httpx.post(service.base_url + "/api/chat/stream?format=text", json={"prompt": "hi"}).text
     assert text.startswith("Partial answer\n[error: the upstream failed mid-stream")

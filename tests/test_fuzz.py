@@ -16,7 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from service.settings import Settings
-from tests.conftest import RunningService, start_service, stop_service
+from testkit.services import RunningService, start_service, stop_service
+
+pytestmark = pytest.mark.server  # the fuzzed service is started by this module's fixture
 
 EXAMPLES_PER_OPERATION = 60
 FUZZ_KEY = "fuzz-service-key"
@@ -47,17 +49,22 @@ def operations(service: RunningService) -> list[Any]:
 
 def test_every_operation_is_fuzzed(fuzzed_service: RunningService) -> None:
     labels = {operation.label for operation in operations(fuzzed_service)}
-    assert {
-        "POST /api/chat/stream",
-        "GET /api/chat/stream",
-        "GET /healthz",
-        "GET /readyz",
-    } <= labels
+    assert set(LABELS) <= labels
 
 
-@pytest.mark.parametrize(
-    "label", ["POST /api/chat/stream", "GET /api/chat/stream", "GET /healthz", "GET /readyz"]
-)
+LABELS = [
+    "POST /api/chat/stream",
+    "GET /api/chat/stream",
+    "GET /healthz",
+    "GET /readyz",
+    "POST /v1/chat/completions",
+    "POST /v1/responses",
+    "GET /v1/models",
+    "GET /v1/models/{model}",
+]
+
+
+@pytest.mark.parametrize("label", LABELS)
 def test_no_server_error_and_no_schema_violation(
     fuzzed_service: RunningService, label: str
 ) -> None:

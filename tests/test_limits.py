@@ -4,14 +4,14 @@ size and spend bounds (422 naming the limit)."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.test_cancellation import open_stream
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.raw_client import open_stream
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import stream_chat
 
 
 @pytest.fixture
@@ -37,9 +37,9 @@ def test_concurrency_limit_and_slots_given_back(
 ) -> None:
     slow = Reply(pieces=answer_pieces([" w"] * 100), pause=0.1)
     upstream.queue(slow, slow)
-    first = open_stream(limited, {"prompt": "a"})
-    second = open_stream(limited, {"prompt": "b"})
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 2)
+    first = open_stream(limited.host_port, {"prompt": "a"})
+    second = open_stream(limited.host_port, {"prompt": "b"})
+    assert upstream.wait_for_exchanges(2)
 
     refused = post(limited, {"prompt": "c"})
     assert refused.status_code == 429
@@ -48,18 +48,27 @@ def test_concurrency_limit_and_slots_given_back(
     assert "2 concurrent streams" in refused.json()["error"]["message"]
     assert len(upstream.exchanges) == 2
 
-    # A cancelled stream gives its slot back...
+    # A cancelled stream gives its slot back (before its summary is logged)...
     first.close()
     assert upstream.wait_for(lambda: any(e.disconnected_at for e in upstream.exchanges))
-    time.sleep(0.1)
+    assert [s["outcome"] for s in limited.wait_for_summaries(1)] == ["cancelled"]
     # ...and so does a stream that fails: each of these takes the one free slot in turn.
     upstream.queue(Reply(status=500, body=b'{"error":{"message":"x"}}'))
+    # The slot is given back just after the last byte is sent: a client can be faster than
+    # that, so each next request waits for the previous stream's summary (logged after it).
     assert post(limited, {"prompt": "d"}).status_code == 502
+    assert len(limited.wait_for_summaries(2)) == 2
     upstream.queue(Reply(pieces=answer_pieces([" ok"])))
     assert post(limited, {"prompt": "e"}).status_code == 200
+    assert [s["outcome"] for s in limited.wait_for_summaries(3)] == [
+        "cancelled",
+        "error",
+        "completed",
+    ]
     upstream.queue(slow)
-    third = open_stream(limited, {"prompt": "f"})  # with `second`, the limit is reached again
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 5)
+    # With `second`, the limit is reached again.
+    third = open_stream(limited.host_port, {"prompt": "f"})
+    assert upstream.wait_for_exchanges(5)
     assert post(limited, {"prompt": "g"}).status_code == 429
     second.close()
     third.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import RunningService, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.services import RunningService
+from testkit.sse_client import stream_chat
 
 FIRST_TOKEN_DELAY = 0.3
 TOKEN_PAUSE = 0.05

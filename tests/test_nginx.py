@@ -1,4 +1,4 @@
-"""The service behind a stock nginx (`tests/nginx_proxy.py`): every wire format streams.
+"""The service behind a stock nginx (`testkit/nginx.py`): every wire format streams.
 
 A stock `proxy_pass` keeps `proxy_buffering on`, which lets nginx hold a response until its
 buffers fill (https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_buffering). These
@@ -25,7 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import (
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.nginx import NginxFactory
+from testkit.services import (
     TEST_KEY,
     RunningService,
     ServiceFactory,
@@ -33,10 +35,6 @@ from tests.conftest import (
     start_service,
     stop_service,
 )
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.nginx_proxy import NginxFactory, nginx_factory
-
-__all__ = ["nginx_factory"]  # the fixture, imported so that pytest finds it in this module
 
 # Paced like a slow model: each token is its own upstream write, PAUSE seconds apart.
 PAUSE = 0.08

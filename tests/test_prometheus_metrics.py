@@ -7,10 +7,12 @@ import httpx
 import pytest
 
 from service.prometheus_metrics import TTFT_BUCKETS
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
-from tests.metrics_reader import scrape
-from tests.test_cancellation import open_stream, read_until
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.metrics_reader import scrape
+from testkit.openai_fakes import chat_completion_body
+from testkit.raw_client import open_stream, read_until
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import stream_chat
 
 TOKENS = [f" w{i}" for i in range(11)]
 MODEL = "gpt-4o-mini"  # the default model: named as itself
@@ -104,19 +106,19 @@ def test_cancellations_by_phase(service_factory: ServiceFactory, upstream: FakeU
     running = against(service_factory, upstream, upstream_max_retries=0, send_timeout_seconds=1.0)
     # Before the first token: the upstream has not answered when the client leaves.
     upstream.queue(Reply(pieces=answer_pieces(TOKENS), delay_before_headers=5))
-    sock = open_stream(running, {"prompt": "early"})
-    assert upstream.wait_for(lambda: len(upstream.exchanges) == 1)
+    sock = open_stream(running.host_port, {"prompt": "early"})
+    assert upstream.wait_for_exchanges(1)
     sock.close()
     assert running.wait_for_summaries(1)
     # While streaming: one token read, then gone.
     upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=0.5))
-    sock = open_stream(running, {"prompt": "midway"})
+    sock = open_stream(running.host_port, {"prompt": "midway"})
     read_until(sock, b'"type":"delta"', 1)
     sock.close()
     assert running.wait_for_summaries(2)
     # Not reading: far more than the socket buffers hold, and the client reads nothing.
     upstream.queue(Reply(pieces=[chunk_event(content="x" * 2000)] * 50_000))
-    sock = open_stream(running, {"prompt": "frozen"}, receive_buffer=4096)
+    sock = open_stream(running.host_port, {"prompt": "frozen"}, receive_buffer=4096)
     try:
         read_until(sock, b'"type":"delta"', 1)
         summaries = running.wait_for_summaries(3, timeout=15)
@@ -160,7 +162,7 @@ def test_retries_errors_and_limit_rejections(
     assert len(upstream.exchanges) == 4
     # The one slot taken by a slow stream: the next request is refused by the limit.
     upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=0.2))
-    sock = open_stream(running, {"prompt": "slow"})
+    sock = open_stream(running.host_port, {"prompt": "slow"})
     try:
         read_until(sock, b'"type":"delta"', 1)
         refused = httpx.post(running.base_url + "/api/chat/stream", json={"prompt": "c"})
@@ -214,3 +216,43 @@ def test_models_listed_in_metrics_models_are_named(
         "another",
         "other",
     }
+
+
+def test_every_endpoint_family_is_recorded_with_its_route_and_format(
+    service: RunningService, upstream: FakeUpstream
+) -> None:
+    ui_body = {
+        "id": "chat-1",
+        "messages": [{"id": "m0", "role": "user", "parts": [{"type": "text", "text": "Hi"}]}],
+        "trigger": "submit-message",
+    }
+    openai_body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}]}
+    streamed = Reply(pieces=answer_pieces(TOKENS[:2]))  # 7 tokens in, 2 out
+    whole = Reply(body=chat_completion_body("Hello there"))  # 5 in, 3 out
+    requests = [
+        ("/api/chat/stream?format=text", {"prompt": "hi"}, streamed),
+        ("/api/chat", ui_body, streamed),
+        ("/v1/chat/completions", {**openai_body, "stream": True}, streamed),
+        ("/v1/chat/completions", openai_body, whole),
+    ]
+    for path, body, reply in requests:
+        upstream.queue(reply)
+        response = httpx.post(service.base_url + path, json=body, timeout=30)
+        assert response.status_code == 200, (path, response.text)
+    service.wait_for_summaries(len(requests))
+
+    metrics = scrape(service.base_url)
+    streams = {
+        (route, wire_format): metrics.value("llm_streams_total", route=route, format=wire_format)
+        for route in metrics.label_values("llm_streams_total", "route")
+        for wire_format in metrics.label_values("llm_streams_total", "format")
+    }
+    assert {key: count for key, count in streams.items() if count} == {
+        ("/api/chat/stream", "text"): 1,
+        ("/api/chat", "ui-message-stream"): 1,
+        ("/v1/chat/completions", "openai-sse"): 1,
+        ("/v1/chat/completions", "openai-json"): 1,
+    }
+    assert metrics.value("llm_streams_total", outcome="completed") == len(requests)
+    assert metrics.value("gen_ai_client_token_usage_sum", gen_ai_token_type="input") == 3 * 7 + 5
+    assert metrics.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == 3 * 2 + 3

@@ -16,10 +16,11 @@ import pytest
 import yaml
 
 from service.prometheus_metrics import OVERHEAD_BUCKETS, TTFT_BUCKETS
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.prometheus_server import DEPLOY, PrometheusServer, finite_values
-from tests.test_cancellation import open_stream, read_until
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.prometheus import DEPLOY, PrometheusServer, finite_values
+from testkit.raw_client import open_stream, read_until
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import stream_chat
 
 JOB = "llm-stream-service"  # the example configuration's job
 DASHBOARD = DEPLOY / "grafana" / "llm-stream-service.json"
@@ -56,7 +57,7 @@ def traffic(service: RunningService, upstream: FakeUpstream) -> list[dict[str, A
     upstream.queue(busy, busy)
     assert stream_chat(service.base_url, {"prompt": "hi"})[0].status_code == 502
     upstream.queue(*[Reply(pieces=answer_pieces([" slow"] * 50), pause=0.2)] * HELD)
-    held = [open_stream(service, {"prompt": "hold"}) for _ in range(HELD)]
+    held = [open_stream(service.host_port, {"prompt": "hold"}) for _ in range(HELD)]
     try:
         for sock in held:
             read_until(sock, b'"type":"delta"', 1)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import start_service_process
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
+from testkit.service_process import start_service_process
 
 UPSTREAM_KEY = "sk-proj-SECRETupstream0123456789abcdef"
 SERVICE_KEY = "svc-SECRETservice0123456789"

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import ValidationError
 
-from tests.conftest import (
-    TEST_KEY,
-    answer_text,
-    make_settings,
-    read_events,
-    service_env,
-    start_service_process,
-)
+from testkit.service_process import run_service_until_exit, start_service_process
+from testkit.services import TEST_KEY, make_settings
+from testkit.sse_client import answer_text, read_events
 
 
 def test_nothing_configured_means_demo() -> None:
@@ -64,6 +57,7 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.model_name == "llama3"
 
 
+@pytest.mark.server
 @pytest.mark.parametrize(
     ("environment", "named"),
     [
@@ -76,33 +70,21 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_misconfiguration_fails_at_start_naming_the_variable(
     tmp_path: Path, environment: dict[str, str], named: str
 ) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        env=service_env(**environment),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_service_until_exit(tmp_path, **environment)
     assert result.returncode == 2
     assert named in result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.server
 def test_misconfiguration_never_prints_a_key(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "service"],
-        env=service_env(AZURE_OPENAI_API_KEY=TEST_KEY),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_service_until_exit(tmp_path, AZURE_OPENAI_API_KEY=TEST_KEY)
     assert result.returncode == 2
     assert "AZURE_OPENAI_ENDPOINT" in result.stderr
     assert TEST_KEY not in result.stderr + result.stdout
 
 
+@pytest.mark.server
 def test_python_m_service_streams_the_demo_answer_with_no_key(tmp_path: Path) -> None:
     process, base = start_service_process(
         tmp_path, DEMO_TOKENS_PER_SECOND="500", DEMO_FIRST_TOKEN_DELAY_SECONDS="0"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -12,19 +13,27 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, SSEEvent, read_events, start_service_process
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.ports import port_of, wait_until_refusing
+from testkit.service_process import start_service_process
+from testkit.services import TEST_KEY, RunningService
+from testkit.sse_client import SSEEvent, iter_events
 
 GRACE_SECONDS = 2.0
 
 
-def consume(base_url: str, prompt: str) -> list[SSEEvent]:
+def consume(base_url: str, prompt: str, streaming: threading.Event) -> list[SSEEvent]:
+    """The whole answer to `prompt`; `streaming` is set once its first event has arrived."""
+    events: list[SSEEvent] = []
     with (
         httpx.Client(timeout=30) as client,
         client.stream("POST", base_url + "/api/chat/stream", json={"prompt": prompt}) as response,
     ):
         assert response.status_code == 200
-        return read_events(response)
+        for event in iter_events(response):
+            events.append(event)
+            streaming.set()
+    return events
 
 
 def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
@@ -42,19 +51,20 @@ def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
     try:
         prompts = [f"short-{i}" for i in range(4)] + [f"long-{i}" for i in range(8)]
         replies = {"short": short, "long": long}
+        streaming = {prompt: threading.Event() for prompt in prompts}
         with ThreadPoolExecutor(len(prompts)) as pool:
             futures = {}
             for prompt in prompts:
                 # Queue the reply for this request, then wait until it reached the upstream,
                 # so each prompt gets its own reply.
                 upstream.queue(replies[prompt.split("-")[0]])
-                futures[prompt] = pool.submit(consume, base_url, prompt)
-                count = len(futures)
-                assert upstream.wait_for(lambda count=count: len(upstream.exchanges) == count)
-            time.sleep(0.3)
+                futures[prompt] = pool.submit(consume, base_url, prompt, streaming[prompt])
+                assert upstream.wait_for_exchanges(len(futures))
+            # Every answer is under way when the signal comes.
+            assert all(started.wait(10) for started in streaming.values())
             signalled_at = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            time.sleep(0.3)
+            assert wait_until_refusing(port_of(base_url), timeout=5)
             with pytest.raises(httpx.TransportError):  # no new connections are accepted
                 httpx.post(base_url + "/api/chat/stream", json={"prompt": "late"}, timeout=2)
             results = {prompt: future.result(timeout=30) for prompt, future in futures.items()}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from tests.conftest import TEST_KEY, ServiceFactory
-from tests.fake_upstream import FakeUpstream, Reply, chunk_event
-from tests.test_cancellation import open_stream, read_until
+from testkit.fake_upstream import FakeUpstream, Reply, chunk_event
+from testkit.raw_client import open_stream, read_until
+from testkit.services import TEST_KEY, ServiceFactory
 
 
 def test_frozen_client_is_dropped_and_upstream_closed(
@@ -20,7 +20,7 @@ def test_frozen_client_is_dropped_and_upstream_closed(
     )
     # Far more than socket buffers hold (one bytes object repeated: no memory cost here).
     upstream.queue(Reply(pieces=[chunk_event(content="x" * 2000)] * 50_000))
-    sock = open_stream(running, {"prompt": "hi"}, receive_buffer=4096)
+    sock = open_stream(running.host_port, {"prompt": "hi"}, receive_buffer=4096)
     try:
         read_until(sock, b'"type":"delta"', 1)
         stalled_at = time.monotonic()  # from here on the client reads nothing, but stays

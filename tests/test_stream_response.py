@@ -49,6 +49,7 @@ class Client:
         self.messages: list[dict[str, Any]] = []
         self.block_on_last = block_on_last
         self.gone = asyncio.Event()
+        self._sent = asyncio.Event()
 
     async def receive(self) -> dict[str, Any]:
         await self.gone.wait()
@@ -58,6 +59,13 @@ class Client:
         if self.block_on_last and message.get("more_body") is False:
             await asyncio.Event().wait()  # the client's window stays closed
         self.messages.append(message)
+        self._sent.set()
+
+    async def wait_for(self, marker: bytes) -> None:
+        """Until the body received so far contains `marker`."""
+        while marker not in self.body:
+            self._sent.clear()
+            await self._sent.wait()
 
     @property
     def status(self) -> int:
@@ -163,15 +171,15 @@ def test_client_leaving_is_reported_once() -> None:
 
     client = Client()
 
-    async def leave_soon() -> None:
-        await asyncio.sleep(0.2)
+    async def leave_mid_stream() -> None:
+        await client.wait_for(b'"content":"x"')
         client.gone.set()
 
     finished: list[Delivery] = []
     response = sse(endless())(finished.append)
 
     async def main() -> None:
-        await asyncio.gather(response(SCOPE, client.receive, client.send), leave_soon())  # type: ignore[arg-type]
+        await asyncio.gather(response(SCOPE, client.receive, client.send), leave_mid_stream())  # type: ignore[arg-type]
 
     asyncio.run(main())
     assert finished == ["client_left"]

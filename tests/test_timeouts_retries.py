@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from tests.conftest import TEST_KEY, RunningService, ServiceFactory, answer_text, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
+from testkit.services import TEST_KEY, RunningService, ServiceFactory
+from testkit.sse_client import answer_text, stream_chat
 
 
 @pytest.fixture
@@ -77,8 +78,8 @@ def test_nothing_is_retried_after_the_first_token(
     _, events = stream_chat(retrying.base_url, {"prompt": "hi"})
     assert answer_text(events) == "Half"
     assert events[-2].event == "error"
-    time.sleep(0.3)
-    assert len(upstream.exchanges) == 1
+    assert len(retrying.wait_for_summaries(1)) == 1  # the stream is over
+    assert not upstream.wait_for(lambda: len(upstream.exchanges) > 1, timeout=1.0)
 
 
 def test_retries_give_up_with_one_error(retrying: RunningService, upstream: FakeUpstream) -> None:

@@ -9,8 +9,9 @@ from pydantic import ValidationError
 from service.events import Usage
 from service.metrics import StreamRecorder
 from service.upstream.redaction import safe_message
-from tests.conftest import TEST_KEY, RunningService, make_settings, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, chunk_event, error_body
+from testkit.fake_upstream import FakeUpstream, Reply, chunk_event, error_body
+from testkit.services import TEST_KEY, RunningService, make_settings
+from testkit.sse_client import stream_chat
 
 AZURE_STYLE_KEY = "0123456789abcdef0123456789abcdef"
 

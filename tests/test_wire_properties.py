@@ -13,7 +13,7 @@ from service.errors import UpstreamUnavailable
 from service.events import StreamEnded, StreamFailed, StreamMetrics, StreamStarted, TextDelta, Usage
 from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
 from service.wire.sse import SSEEncoder
-from tests.fake_upstream import chunk_event
+from testkit.fake_upstream import chunk_event
 
 # Every code point, lone surrogates included (a model can emit half an emoji).
 any_text = st.text(st.characters(exclude_categories=()), min_size=1)

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -26,21 +26,16 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.conftest import TEST_KEY, SSEEvent, read_events, start_service_process, stream_chat
-from tests.fake_upstream import FakeUpstream, Reply, answer_pieces
-from tests.metrics_reader import scrape
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.metrics_reader import scrape
+from testkit.ports import port_of, wait_until_refusing
+from testkit.service_process import start_service_process, stop_process
+from testkit.services import TEST_KEY
+from testkit.sse_client import SSEEvent, read_events, stream_chat
+from testkit.waiting import wait_until
 
 TOKENS = [" one", " two", " three", " four", " five"]
 GRACE_SECONDS = 2.0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def recorded(workers: TwoWorkers, streams: int) -> bool:
@@ -109,11 +104,10 @@ class TwoWorkers:
             try:
                 self.process.wait(GRACE_SECONDS + 10)
             except subprocess.TimeoutExpired:
-                for pid in self.worker_pids():
+                for pid in self.worker_pids():  # still running: the supervisor is stuck
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                self.process.kill()
-                self.process.wait(10)
+                stop_process(self.process)
         self._reader.join(10)  # the workers' end of stderr closes with them
         for pipe in (self.process.stdout, self.process.stderr):
             if pipe is not None:
@@ -185,8 +179,7 @@ def test_each_worker_drains_on_sigterm(workers: TwoWorkers, upstream: FakeUpstre
     with ThreadPoolExecutor(12) as pool:
         while len(opened) < 12:  # until both workers hold a stream
             opened.append(pool.submit(consume, workers.base_url))
-            count = len(opened)
-            assert upstream.wait_for(lambda count=count: len(upstream.exchanges) == count)
+            assert upstream.wait_for_exchanges(len(opened))
             holding = workers.per_worker("gauge_livesum", "llm_streams_in_flight")
             if both_busy(holding):
                 break
@@ -194,8 +187,9 @@ def test_each_worker_drains_on_sigterm(workers: TwoWorkers, upstream: FakeUpstre
         assert scrape(workers.base_url).value("llm_streams_in_flight") == len(opened)
         signalled_at = time.monotonic()
         workers.process.send_signal(signal.SIGTERM)  # to the supervisor only
-        time.sleep(1.0)  # the supervisor looks at its signals twice a second
-        with pytest.raises(httpx.ConnectError):  # refused at once, as by one process
+        # Refused from then on, as by one process (not left waiting in the listen queue).
+        assert wait_until_refusing(port_of(workers.base_url), timeout=5)
+        with pytest.raises(httpx.ConnectError):
             httpx.post(workers.base_url + "/api/chat/stream", json={"prompt": "late"}, timeout=5)
         results = [future.result(timeout=30) for future in opened]
     workers.process.wait(timeout=GRACE_SECONDS + 10)

@@ -45,7 +45,7 @@ from typing import Any
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from service.error_responses import error_response
+from service.error_responses import ErrorRenderer, error_response
 from service.errors import InternalError, ServiceError, server_shutting_down
 from service.events import ResponseEvent, StreamEnded, StreamFailed
 from service.outcomes import Delivery
@@ -105,11 +105,14 @@ class ChatStreamResponse(Response):
         on_heartbeat: Callable[[], None] | None = None,
         cut_off: asyncio.Event | None = None,
         headers: Mapping[str, str] | None = None,
+        render_error: ErrorRenderer = error_response,
     ) -> None:
         """`on_finish` is called once with how the response ended, `on_heartbeat` after each
         heartbeat sent; `cut_off`, when set, ends the stream in-band as `server_shutting_down`
-        (the shutdown grace ran out)."""
+        (the shutdown grace ran out); `render_error` gives an error before the first event its
+        shape (the endpoint family's: `service.error_responses`)."""
         self._events = events
+        self._render_error = render_error
         self._encoder = encoder
         self._heartbeat_seconds = timing.heartbeat_seconds
         self._send_timeout_seconds = timing.send_timeout_seconds
@@ -179,19 +182,19 @@ class ChatStreamResponse(Response):
             await self._discard(first)
             if disconnected.done():
                 return "client_left"
-            await error_response(server_shutting_down())(scope, receive, send)
+            await self._render_error(server_shutting_down())(scope, receive, send)
             return "shutdown"
         if first.done():
             failure = first.exception()
             if failure is not None:
                 logger.error("stream failed before its first event", exc_info=failure)
                 await self._discard(first)
-                await error_response(InternalError())(scope, receive, send)
+                await self._render_error(InternalError())(scope, receive, send)
                 return "internal_error"
             opening = first.result()
             if isinstance(opening, StreamFailed):
                 await self._discard(first)
-                await error_response(opening.error)(scope, receive, send)
+                await self._render_error(opening.error)(scope, receive, send)
                 return "refused"
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         if not first.done() and heartbeat is not None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
-from typing import Protocol
+from typing import Any, Protocol
 
-from service.domain import CompletionParams
+from service.domain import CompletionParams, PassthroughParams
 from service.events import UpstreamEvent
 
 
@@ -32,5 +32,18 @@ class ChatUpstream(Protocol):
         ...
 
     def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamEvent, None]: ...
+
+    def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamEvent, None]:
+        """An OpenAI API call relayed as it is (issue #8): `Relayed` events carrying the
+        upstream's own bytes (one per SSE event, or the whole answer when not streamed), and at
+        most one `Failed`, last; nothing before the first event that carries output, so that a
+        `Failed` first still means the upstream refused. The same contract as `stream`
+        otherwise."""
+        ...
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """OpenAI `model` objects for `GET /v1/models`; raises a `ServiceError` when the
+        upstream fails."""
+        ...
 
     async def aclose(self) -> None: ...

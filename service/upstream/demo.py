@@ -3,6 +3,8 @@
 It paces word-sized tokens at a configurable rate after a configurable first-token delay, honours
 `max_tokens` (finishing with `length`), and reports usage counted the same way, so everything
 downstream of it (wire formats, metrics, cancellation) behaves exactly as with a real provider.
+It serves the `/v1` routes too, in OpenAI's own shapes (`service.upstream.demo_shapes`), read
+back through the same decoders as a real upstream's events (`service.upstream.openai_events`).
 """
 
 from __future__ import annotations
@@ -10,17 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, Callable
-from typing import TYPE_CHECKING
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from service.domain import CompletionParams
+from service.domain import CompletionParams, PassthroughParams
 from service.events import Finished, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.upstream import openai_events
+from service.upstream.demo_shapes import ChatShapes, ResponseShapes, question_of
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
 _TOKEN = re.compile(r"\s*\S+|\s+")
 _QUOTE_CHARS = 80
+# Choices the demo writes at most for `n` (OpenAI allows 128; the canned answer is the same).
+_MAX_CHOICES = 8
 
 _ANSWER = (
     'You asked: "{question}". I am the demo model built into this service, so my answer is '
@@ -69,24 +75,87 @@ class DemoUpstream:
     async def aclose(self) -> None:
         return None
 
-    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamEvent, None]:
-        question = next(
-            (m.content for m in reversed(params.messages) if m.role == "user"), "nothing"
-        )
-        question = " ".join(question.split())
+    def _answer(self, question: str, max_tokens: int | None) -> tuple[list[str], str]:
+        """The canned answer's tokens, cut at `max_tokens`, and the finish reason."""
+        question = " ".join(question.split()) or "nothing"
         if len(question) > _QUOTE_CHARS:
             question = question[: _QUOTE_CHARS - 1] + "…"
         tokens = tokenize(_ANSWER.format(question=question))
-        reason = "stop"
-        if params.max_tokens is not None and params.max_tokens < len(tokens):
-            tokens, reason = tokens[: params.max_tokens], "length"
+        if max_tokens is not None and max_tokens < len(tokens):
+            return tokens[:max_tokens], "length"
+        return tokens, "stop"
 
+    async def _paced(self, tokens: Sequence[str]) -> AsyncGenerator[str, None]:
+        """`tokens` at the configured pace, after the first-token delay."""
         loop = asyncio.get_running_loop()
         start = loop.time() + self._first_token_delay
         for index, token in enumerate(tokens):
             # Absolute deadlines, so the pace does not drift with scheduling delays.
             await asyncio.sleep(max(0.0, start + index * self._interval - loop.time()))
+            yield token
+
+    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamEvent, None]:
+        question = next((m.content for m in reversed(params.messages) if m.role == "user"), "")
+        tokens, reason = self._answer(question, params.max_tokens)
+        async for token in self._paced(tokens):
             yield TextDelta(token)
         yield Finished(reason)
         prompt_tokens = sum(len(tokenize(m.content)) for m in params.messages)
         yield UsageReported(Usage(prompt_tokens, len(tokens), prompt_tokens + len(tokens)))
+
+    async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamEvent, None]:
+        body = params.body
+        question = question_of(body)
+        limit = _int_field(body, "max_output_tokens", "max_completion_tokens", "max_tokens")
+        tokens, reason = self._answer(question, limit)
+        prompt_tokens = len(tokenize(question))
+        usage = Usage(prompt_tokens, len(tokens), prompt_tokens + len(tokens))
+        if not params.stream:
+            async for _ in self._paced(tokens):  # a real model takes its time for it too
+                pass
+            text = "".join(tokens)
+            if params.api == "chat.completions":
+                answer = ChatShapes(params.model, _choices(body)).completion(text, reason, usage)
+            else:
+                cut = "max_output_tokens" if reason == "length" else None
+                answer = ResponseShapes(params.model, body).whole(text, usage, cut)
+            yield openai_events.answer_decoder(params.api)(answer, secrets=())
+            return
+        decode = openai_events.event_decoder(
+            params.api, openai_events.asks_for_usage(body), secrets=()
+        )
+        if params.api == "chat.completions":
+            chat = ChatShapes(params.model, _choices(body))
+            first = True
+            async for token in self._paced(tokens):
+                for payload in (chat.role() if first else []) + chat.text(token):
+                    yield decode(None, payload)
+                first = False
+            for payload in [*chat.finish(reason), chat.usage(usage)]:
+                yield decode(None, payload)
+            return
+        response = ResponseShapes(params.model, body)
+        first = True
+        async for token in self._paced(tokens):
+            for name, payload in (response.opening() if first else []) + [response.delta(token)]:
+                yield decode(name, payload)
+            first = False
+        cut = "max_output_tokens" if reason == "length" else None
+        for name, payload in response.closing(usage, cut):
+            yield decode(name, payload)
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        return [openai_events.model_entry("demo", "demo")]
+
+
+def _int_field(body: dict[str, Any], *names: str) -> int | None:
+    """The first of `names` that holds a positive integer."""
+    for name in names:
+        value = body.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def _choices(body: dict[str, Any]) -> int:
+    return min(_int_field(body, "n") or 1, _MAX_CHOICES)

@@ -8,6 +8,13 @@ both). Only the fields the service uses are read, with guards for every shape pr
 Azure's first chunk and the usage chunk have `choices: []`, Azure's asynchronous filter sends
 choices with no `delta`, and a provider may report an error as a `data:` object mid-stream.
 
+The OpenAI-compatible routes (issue #8) go through here too (`passthrough`, `list_models`): the
+client's body is sent as it came, with the model resolved and usage always asked for, and each
+upstream event is relayed as its own bytes (`service.upstream.openai_events` reads the few facts
+the metrics need). Events before the first output (the role chunk, Azure's prompt filter
+results, `response.created`) are held back until the first output, so that the response's
+status still says whether the upstream accepted the request.
+
 Errors are translated into `service.errors` here and nowhere else.
 """
 
@@ -24,8 +31,9 @@ import anyio
 import httpx2
 import openai
 
-from service.domain import CompletionParams
+from service.domain import CompletionParams, OpenAIApi, PassthroughParams
 from service.errors import (
+    NotServedUpstream,
     ServiceError,
     UpstreamAuthFailed,
     UpstreamQuotaExhausted,
@@ -34,14 +42,25 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.events import Failed, Finished, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.events import (
+    Failed,
+    Finished,
+    ReasoningDelta,
+    Relayed,
+    TextDelta,
+    UpstreamEvent,
+    UsageReported,
+)
 from service.settings import Settings
-from service.upstream.redaction import safe_message
+from service.upstream import openai_events
+from service.upstream.redaction import redact, safe_message
 from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
 
 _DONE = b"[DONE]"
 _DRAIN_SECONDS = 0.1
 _MAX_RETRY_AFTER_SECONDS = 3600
+# A non-streamed answer (or model list) larger than this is refused rather than held in memory.
+_MAX_BODY_BYTES = 32 * 1024 * 1024
 
 logger = logging.getLogger("service.upstream")
 
@@ -108,6 +127,17 @@ class OpenAIChatUpstream:
     def __init__(self, settings: Settings, client: openai.AsyncOpenAI | None = None) -> None:
         self.provider: str = settings.provider
         self._default_model = settings.model_name
+        self._responses_not_served = (
+            "the upstream does not serve the Responses API (it answered 404 to /responses): "
+            + (
+                "Azure OpenAI serves it from API version 2025-03-01-preview on; set "
+                f"AZURE_OPENAI_API_VERSION (now {settings.azure_openai_api_version})"
+                if settings.provider == "azure"
+                else "set OPENAI_BASE_URL to a server that does (OpenAI, or a recent vLLM or "
+                "Ollama)"
+            )
+            + ", or use /v1/chat/completions"
+        )
         self._client = client or build_client(settings)
         self._include_usage = settings.upstream_include_usage
         self._secrets = tuple(
@@ -162,22 +192,9 @@ class OpenAIChatUpstream:
                         await _drain(chunks)
                         return
             if not finished:
-                yield Failed(UpstreamUnavailable("the upstream ended the stream without finishing"))
-        except openai.APIStatusError as error:
-            yield Failed(self._status_error(error))
-        # The raw body raises the transport's own exceptions (the SDK maps them only in its
-        # typed stream), so both families are translated here.
-        except (openai.APIConnectionError, httpx2.RequestError) as error:
-            yield Failed(_transport_failure(error))
-        except EventTooLarge as error:
-            yield Failed(UpstreamUnavailable(str(error)))
-        except Exception:
-            # Whatever an upstream sends, the stream ends with a Failed event, never an escaping
-            # exception (upstream/base.py); the details go to the log, not to the client.
-            logger.exception("unexpected failure reading the upstream")
-            yield Failed(
-                UpstreamUnavailable("the upstream sent a response the service cannot read")
-            )
+                yield Failed(_unfinished())
+        except Exception as error:
+            yield Failed(self._failure_of(error))
 
     def _events_of(self, payload: bytes) -> list[UpstreamEvent]:
         try:
@@ -187,7 +204,7 @@ class OpenAIChatUpstream:
         if not isinstance(chunk, dict):
             return [Failed(UpstreamUnavailable("the upstream sent an unexpected event"))]
         if chunk.get("error"):
-            return [Failed(self._in_stream_error(chunk["error"]))]
+            return [Failed(openai_events.mid_stream_error(chunk["error"], self._secrets))]
         events: list[UpstreamEvent] = []
         for choice in chunk.get("choices") or ():
             # Only the first choice is streamed; the service never asks for n > 1.
@@ -195,6 +212,11 @@ class OpenAIChatUpstream:
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
+                # vLLM and DeepSeek stream `reasoning_content`; newer vLLM and OpenRouter
+                # `reasoning`.
+                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                if thought and isinstance(thought, str):
+                    events.append(ReasoningDelta(thought))
                 text = delta.get("content") or delta.get("refusal")
                 if text and isinstance(text, str):
                     events.append(TextDelta(text))
@@ -203,10 +225,111 @@ class OpenAIChatUpstream:
                 events.append(Finished(reason))
         usage = chunk.get("usage")
         if isinstance(usage, dict):
-            events.append(UsageReported(_usage_of(usage)))
+            events.append(UsageReported(openai_events.usage_of(usage)))
         return events
 
-    def _status_error(self, error: openai.APIStatusError) -> ServiceError:
+    async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamEvent, None]:
+        body, forward_usage = self._passthrough_body(params)
+        try:
+            async with self._open(params.api, params.model, body) as response:
+                if not params.stream:
+                    answer = await _read_body(response)
+                    yield openai_events.answer_decoder(params.api)(answer, secrets=self._secrets)
+                    return
+                decode = openai_events.event_decoder(params.api, forward_usage, self._secrets)
+                decoder = SSEDecoder()
+                chunks = response.iter_bytes()
+                # Events before the first output wait for it (module docstring); None once sent.
+                held: list[Relayed] | None = []
+                finished = done = False
+                async for chunk in chunks:
+                    for name, payload in decoder.feed_named(chunk):
+                        if payload == _DONE:
+                            done = True
+                            break
+                        event = decode(name, payload)
+                        if isinstance(event, Failed):
+                            yield event
+                            return
+                        finished = finished or event.finish_reason is not None
+                        if held is not None:
+                            if not event.output and event.finish_reason is None:
+                                held.append(event)
+                                continue
+                            for earlier in held:
+                                yield earlier
+                            held = None
+                        yield event
+                    if done:
+                        await _drain(chunks)
+                        break
+            for earlier in held or ():
+                yield earlier
+            if not finished:
+                yield Failed(_unfinished())
+        except Exception as error:
+            yield Failed(self._failure_of(error, params.api))
+
+    def _passthrough_body(self, params: PassthroughParams) -> tuple[dict[str, Any], bool]:
+        """The body to send (the client's, with the resolved model and, for a chat stream,
+        usage asked for) and whether the client itself asked for the usage chunk."""
+        body = dict(params.body)
+        body["model"] = params.model
+        if params.api != "chat.completions" or not params.stream:
+            return body, True
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options, dict):
+            return body, True  # the upstream will say what is wrong with it
+        if openai_events.asks_for_usage(body):
+            return body, True
+        if self._include_usage:
+            body["stream_options"] = {**(options or {}), "include_usage": True}
+        return body, False
+
+    def _open(self, api: OpenAIApi, model: str, body: dict[str, Any]) -> Any:
+        """The SDK's raw-response context manager for one call of `api`. The body goes in
+        `extra_body`, sent as given (see `stream`); the typed `model` is what Azure's client
+        builds the deployment URL from."""
+        if api == "chat.completions":
+            return self._client.chat.completions.with_streaming_response.create(
+                model=model, messages=[], extra_body=body
+            )
+        return self._client.responses.with_streaming_response.create(model=model, extra_body=body)
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """The upstream's model list; the default model alone where there is none (Azure lists
+        base models, not the deployments a request names; some local servers answer 404)."""
+        default = [openai_events.model_entry(self._default_model, self.provider)]
+        if self.provider == "azure":
+            return default
+        try:
+            async with self._client.models.with_streaming_response.list() as response:
+                body = await _read_body(response)
+        except openai.NotFoundError:
+            return default
+        except Exception as error:
+            raise self._failure_of(error) from None
+        return openai_events.models_of(body) or default
+
+    def _failure_of(self, error: Exception, api: OpenAIApi | None = None) -> ServiceError:
+        """Any exception from the SDK or the transport, as the service's error. Whatever an
+        upstream does, a stream ends with a `Failed`, never an escaping exception
+        (upstream/base.py)."""
+        if isinstance(error, openai.APIStatusError):
+            return self._status_error(error, api)
+        # The raw body raises the transport's own exceptions (the SDK maps them only in its
+        # typed stream), so both families are translated here.
+        if isinstance(error, openai.APIConnectionError | httpx2.RequestError):
+            return _transport_failure(error)
+        if isinstance(error, EventTooLarge | BodyTooLarge):
+            return UpstreamUnavailable(str(error))
+        # The details go to the log, not to the client.
+        logger.error("unexpected failure reading the upstream", exc_info=error)
+        return UpstreamUnavailable("the upstream sent a response the service cannot read")
+
+    def _status_error(
+        self, error: openai.APIStatusError, api: OpenAIApi | None = None
+    ) -> ServiceError:
         status = error.status_code
         if status in (401, 403):
             # The service's own credentials are wrong: say so without any upstream text, which
@@ -222,17 +345,45 @@ class OpenAIChatUpstream:
             )
         if status == 408:
             return UpstreamTimeout("the upstream timed out")
+        # The SDK hands over the body's `error` object (or the whole body when it has none).
+        inner = error.body.get("error", error.body) if isinstance(error.body, dict) else None
+        if status == 404 and api == "responses" and not _is_api_error(inner):
+            # Not an API error about this request (an unknown model would say so): the server
+            # has no such endpoint.
+            return NotServedUpstream(self._responses_not_served)
         if 400 <= status < 500:
             return UpstreamRejected(
-                safe_message(error.body, secrets=self._secrets, fallback=error.message)
+                safe_message(error.body, secrets=self._secrets, fallback=error.message),
+                upstream_status=status,
+                param=self._identifier(inner, "param"),
+                code=self._identifier(inner, "code"),
             )
         return UpstreamUnavailable(f"the upstream failed with status {status}")
 
-    def _in_stream_error(self, body: object) -> ServiceError:
-        message = safe_message(
-            body, secrets=self._secrets, fallback="the upstream reported an error"
-        )
-        return UpstreamUnavailable(f"the upstream failed mid-stream: {message}")
+    def _identifier(self, inner: object, name: str) -> str | None:
+        """A short field of an upstream error (`param`, `code`), passed on to `/v1` clients."""
+        value = inner.get(name) if isinstance(inner, dict) else None
+        if not isinstance(value, str) or not value or len(value) > 100:
+            return None
+        return redact(value, self._secrets)
+
+
+class BodyTooLarge(ValueError):
+    """A non-streamed upstream body exceeded `_MAX_BODY_BYTES`."""
+
+
+def _unfinished() -> UpstreamUnavailable:
+    return UpstreamUnavailable("the upstream ended the stream without finishing")
+
+
+async def _read_body(response: Any) -> bytes:
+    """A whole (non-streamed) upstream body, refused once it exceeds `_MAX_BODY_BYTES`."""
+    received = bytearray()
+    async for chunk in response.iter_bytes():
+        received += chunk
+        if len(received) > _MAX_BODY_BYTES:
+            raise BodyTooLarge(f"the upstream's answer exceeds {_MAX_BODY_BYTES} bytes")
+    return bytes(received)
 
 
 async def _drain(chunks: AsyncIterator[bytes]) -> None:
@@ -264,20 +415,10 @@ def _transport_failure(error: BaseException) -> ServiceError:
     return UpstreamUnavailable("the upstream could not be reached or broke off")
 
 
-def _usage_of(usage: dict[str, Any]) -> Usage:
-    def count(name: str) -> int:
-        value = usage.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-    prompt, completion = count("prompt_tokens"), count("completion_tokens")
-    details = usage.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
-    return Usage(
-        prompt,
-        completion,
-        count("total_tokens") or prompt + completion,
-        reasoning if isinstance(reasoning, int) and not isinstance(reasoning, bool) else 0,
-    )
+def _is_api_error(inner: object) -> bool:
+    """Whether an error body is an OpenAI-style API error (`{"message": "...", ...}`), which a
+    server sends about a request, rather than a bare 404 page."""
+    return isinstance(inner, dict) and isinstance(inner.get("message"), str)
 
 
 def _error_code(body: object) -> object:

@@ -3,8 +3,9 @@
 It follows the event stream interpretation rules of the HTML standard
 (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
 lines end in CRLF, LF or CR; consecutive `data:` lines join with LF; a blank line dispatches; one
-space after the colon is dropped. OpenAI-compatible servers put everything in `data`, so `event`,
-`id`, `retry` and comments are read and ignored.
+space after the colon is dropped. OpenAI's chat completions put everything in `data`, so `feed`
+ignores `event`, `id`, `retry` and comments; the Responses API names its events, which
+`feed_named` returns with each payload (the name is kept to pass on, never needed to decode).
 
 Reads arrive split anywhere: a CRLF or a multi-byte character can straddle two chunks. Payloads
 stay bytes (`json.loads` takes them), so UTF-8 is only ever decoded on whole events. An event
@@ -14,13 +15,15 @@ whose data is empty is not dispatched, a byte order mark at the start is dropped
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class EventTooLarge(ValueError):
     """The upstream sent more than `max_event_bytes` without ending an event."""
 
 
 class SSEDecoder:
-    __slots__ = ("_data_bytes", "_data_lines", "_max_event_bytes", "_pending", "_started")
+    __slots__ = ("_data_bytes", "_data_lines", "_event", "_max_event_bytes", "_pending", "_started")
 
     def __init__(self, max_event_bytes: int = 4 * 1024 * 1024) -> None:
         self._pending = b""
@@ -28,9 +31,20 @@ class SSEDecoder:
         self._data_bytes = 0
         self._max_event_bytes = max_event_bytes
         self._started = False
+        self._event: bytes | None = None
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume one read; return the `data` payloads of the events it completed."""
+        payloads: list[bytes] = self._feed(chunk, named=False)
+        return payloads
+
+    def feed_named(self, chunk: bytes) -> list[tuple[bytes | None, bytes]]:
+        """Consume one read; return `(event name or None, data)` for the events it completed."""
+        events: list[tuple[bytes | None, bytes]] = self._feed(chunk, named=True)
+        return events
+
+    def _feed(self, chunk: bytes, *, named: bool) -> list[Any]:
+        """The events completed by `chunk`: payloads, or `(name, payload)` when `named`."""
         buffer = self._pending + chunk if self._pending else chunk
         if not self._started and buffer:
             if len(buffer) < 3 and b"\xef\xbb\xbf".startswith(buffer):
@@ -49,14 +63,15 @@ class SSEDecoder:
         if len(self._pending) > self._max_event_bytes:
             raise EventTooLarge(f"upstream event exceeds {self._max_event_bytes} bytes")
 
-        payloads: list[bytes] = []
+        payloads: list[Any] = []
         for line in lines:
             if not line:
                 if self._data_lines:
                     data = b"\n".join(self._data_lines)
                     self._data_lines, self._data_bytes = [], 0
                     if data:
-                        payloads.append(data)
+                        payloads.append((self._event, data) if named else data)
+                self._event = None
             elif line.startswith(b"data:"):
                 value = line[5:]
                 value = value[1:] if value.startswith(b" ") else value
@@ -66,4 +81,7 @@ class SSEDecoder:
                 self._data_lines.append(value)
             elif line == b"data":
                 self._data_lines.append(b"")
+            elif named and line.startswith(b"event:"):
+                value = line[6:]
+                self._event = value[1:] if value.startswith(b" ") else value
         return payloads

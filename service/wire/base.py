@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from service.events import ResponseEvent
@@ -42,3 +42,5 @@ class WireFormat:
     # The OpenAPI 3.2 media type object of a 200 answer (`itemSchema` for a sequence of items:
     # https://spec.openapis.org/oas/v3.2.0.html#sequential-media-types).
     openapi: dict[str, Any]
+    # Response headers the format's clients look for.
+    headers: Mapping[str, str] = field(default_factory=dict)

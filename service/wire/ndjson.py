@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from service.events import ResponseEvent
+from service.events import ReasoningDelta, ResponseEvent
 from service.wire.base import WireFormat
 from service.wire.payloads import PAYLOAD_SCHEMA, event_payload
 
@@ -28,7 +28,9 @@ class NDJSONEncoder:
         self.heartbeat: bytes | None = HEARTBEAT if heartbeat else None
 
     def encode(self, event: ResponseEvent) -> bytes:
-        return event_payload(event) + b"\n"
+        if type(event) is not ReasoningDelta:
+            return event_payload(event) + b"\n"
+        return b""  # this format carries the answer only (service.events)
 
     def close(self) -> bytes:
         return b""

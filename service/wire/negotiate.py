@@ -10,7 +10,9 @@ first); no header, or `*/*`, means the default. When every format has weight 0 t
 from __future__ import annotations
 
 from service.errors import InvalidRequest, NotAcceptable
-from service.wire.formats import DEFAULT, FORMATS
+from service.wire.formats import DEFAULT, FORMATS, first_per_media_type
+
+_NEGOTIABLE = first_per_media_type()
 
 
 def _weights(accept: str) -> list[tuple[str, float]]:
@@ -60,12 +62,12 @@ def choose_format(format_name: str | None, accept: str | None) -> str:
     if not accept or not accept.strip():
         return DEFAULT
     ranges = _weights(accept)
-    weighted = [(_weight_of(entry.media_type, ranges), name) for name, entry in FORMATS.items()]
+    weighted = [(_weight_of(media, ranges), entry.name) for media, entry in _NEGOTIABLE.items()]
     best_weight = max(weight for weight, _ in weighted)
     if best_weight <= 0:
         raise NotAcceptable(
             "none of the requested types can be produced; supported: "
-            + ", ".join(entry.media_type for entry in FORMATS.values())
+            + ", ".join(_NEGOTIABLE)
             + f" (or the format parameter: {', '.join(FORMATS)})"
         )
     return next(name for weight, name in weighted if weight == best_weight)

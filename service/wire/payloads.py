@@ -37,7 +37,7 @@ def json_string(text: str) -> bytes:
         return encode_basestring_ascii(text).encode()
 
 
-def _object(fields: dict[str, Any]) -> bytes:
+def json_object(fields: dict[str, Any]) -> bytes:
     return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
 
@@ -47,14 +47,16 @@ def delta_payload(text: str) -> bytes:
 
 
 def event_payload(event: ResponseEvent) -> bytes:
+    """The object for `event`; a `ReasoningDelta` has none (the formats built on these objects
+    carry the answer only)."""
     if type(event) is TextDelta:
         return delta_payload(event.text)
     if isinstance(event, StreamStarted):
-        return _object(
+        return json_object(
             {"type": "start", "content": "", "id": event.stream_id, "model": event.model}
         )
     if isinstance(event, StreamEnded):
-        return _object(
+        return json_object(
             {
                 "type": "end",
                 "content": "",
@@ -63,10 +65,11 @@ def event_payload(event: ResponseEvent) -> bytes:
                 "metrics": event.metrics.as_dict(),
             }
         )
-    assert isinstance(event, StreamFailed)
-    return _object({"type": "error", "content": "", "error": event.error.as_dict()})
+    if isinstance(event, StreamFailed):
+        return json_object({"type": "error", "content": "", "error": event.error.as_dict()})
+    raise ValueError(f"no payload for {type(event).__name__}")
 
 
 def error_body(error_fields: dict[str, Any]) -> bytes:
     """The body of an HTTP error response: `{"error": {...}}`."""
-    return _object({"error": error_fields})
+    return json_object({"error": error_fields})

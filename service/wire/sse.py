@@ -18,7 +18,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from service.events import ResponseEvent, StreamEnded, StreamFailed, StreamStarted, TextDelta
+from service.events import (
+    ReasoningDelta,
+    ResponseEvent,
+    StreamEnded,
+    StreamFailed,
+    StreamStarted,
+    TextDelta,
+)
 from service.wire.base import WireFormat
 from service.wire.payloads import delta_payload, event_payload
 
@@ -82,6 +89,10 @@ class SSEEncoder:
         return event_id
 
     def encode(self, event: ResponseEvent) -> bytes:
+        if type(event) is TextDelta:  # the hot path first
+            return encode_event(event, self._next_id())
+        if type(event) is ReasoningDelta:
+            return b""  # this format carries the answer only (service.events)
         if isinstance(event, StreamStarted):
             return encode_event(event, self._next_id(), self._retry_ms)
         return encode_event(event, self._next_id())

@@ -15,7 +15,10 @@ of it outlives the test. The proxy is deliberately *stock*: the only proxy direc
 So a test that streams through it proves the service's own headers are enough for a default
 nginx. `location_extra` adds directives to the `location` for control experiments, for example
 `proxy_ignore_headers X-Accel-Buffering;` to see what a stream without the header would get
-(https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_ignore_headers).
+(https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_ignore_headers). `locations`
+replaces the stock `location /` with the caller's own blocks (the web server of a built frontend:
+static files, and `/api/` proxied with the README's settings); `{backend}` in it is the
+backend's URL.
 
 Everything nginx writes (pid, logs, temp files, lock) stays inside the directory, it listens on
 127.0.0.1 only, and it works both as root (`user root;`, so the worker does not switch to an
@@ -27,24 +30,38 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import free_port
+from testkit.ports import free_port, wait_until_listening
 
 NGINX = "/usr/sbin/nginx"
 START_TIMEOUT_SECONDS = 10.0
 STOP_TIMEOUT_SECONDS = 5.0
 
 
-def render_config(directory: Path, listen_port: int, backend_port: int, location_extra: str) -> str:
-    """The whole nginx.conf: one server, one `location /` that only does `proxy_pass`."""
+STOCK_LOCATIONS = """\
+        location / {{
+            # Stock proxying: https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_pass
+            proxy_pass {{backend}};
+            {location_extra}
+        }}"""
+
+
+def render_config(
+    directory: Path,
+    listen_port: int,
+    backend_port: int,
+    location_extra: str,
+    locations: str | None = None,
+) -> str:
+    """The whole nginx.conf: one server with `locations`, by default one `location /` that only
+    does `proxy_pass`."""
+    blocks = (locations or STOCK_LOCATIONS.format(location_extra=location_extra)).replace(
+        "{backend}", f"http://127.0.0.1:{backend_port}"
+    )
     # As root the worker would switch to the compiled-in user (`nobody`), which may not be able
     # to read the temp directory: https://nginx.org/en/docs/ngx_core_module.html#user. As a
     # normal user the directive would only log a warning, so it is left out.
@@ -68,11 +85,7 @@ http {{
     scgi_temp_path {d}/scgi;
     server {{
         listen 127.0.0.1:{listen_port};
-        location / {{
-            # Stock proxying: https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_pass
-            proxy_pass http://127.0.0.1:{backend_port};
-            {location_extra}
-        }}
+{blocks}
     }}
 }}
 """
@@ -96,13 +109,21 @@ class NginxProxy:
 
     @classmethod
     def start(
-        cls, backend_port: int, *, location_extra: str = "", directory: Path | None = None
+        cls,
+        backend_port: int,
+        *,
+        location_extra: str = "",
+        locations: str | None = None,
+        directory: Path | None = None,
     ) -> NginxProxy:
         """Start nginx proxying to `backend_port`; returns once its port accepts connections.
 
         Raises `RuntimeError` with nginx's own error log if it exits or does not listen within
-        `START_TIMEOUT_SECONDS`. A port taken between choosing and binding it is retried.
+        `START_TIMEOUT_SECONDS`, or naming the install script if nginx is missing (an error, not
+        a skip). A port taken between choosing and binding it is retried.
         """
+        if shutil.which(NGINX) is None:
+            raise RuntimeError(f"{NGINX} is missing: run scripts/install-system-deps.sh")
         root = directory or Path(tempfile.mkdtemp(prefix="nginx-proxy-"))
         failure = ""
         for attempt in range(3):
@@ -110,7 +131,7 @@ class NginxProxy:
             work.mkdir(parents=True)
             port = free_port()
             config = work / "nginx.conf"
-            config.write_text(render_config(work, port, backend_port, location_extra))
+            config.write_text(render_config(work, port, backend_port, location_extra, locations))
             # -p: prefix for relative paths; -e: the error log used before the config is read;
             # daemon off keeps nginx our child: https://nginx.org/en/docs/ngx_core_module.html#daemon
             process = subprocess.Popen(
@@ -121,7 +142,7 @@ class NginxProxy:
                 start_new_session=True,  # its workers share its process group, see `stop`
             )
             proxy = cls(work, port, process)
-            if proxy._wait_until_listening():
+            if wait_until_listening(port, START_TIMEOUT_SECONDS, alive=proxy.running):
                 return proxy
             failure = proxy.error_log()
             proxy.stop()
@@ -129,17 +150,8 @@ class NginxProxy:
                 break
         raise RuntimeError(f"nginx did not start:\n{failure}")
 
-    def _wait_until_listening(self) -> bool:
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                return False
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                time.sleep(0.02)
-        return False
+    def running(self) -> bool:
+        return self.process.poll() is None
 
     def stop(self) -> None:
         """Stop nginx by its PID: SIGTERM (fast shutdown, workers exit with the master), wait,
@@ -153,27 +165,5 @@ class NginxProxy:
                 self.process.wait(STOP_TIMEOUT_SECONDS)
 
 
+# `start(backend_port, location_extra="", locations=None) -> base_url`: the tests' fixture.
 NginxFactory = Callable[..., str]
-
-
-@pytest.fixture
-def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
-    """`start(backend_port, location_extra="") -> base_url` of a stock nginx in front of it.
-
-    Every nginx started is stopped at the end of the test; its files live in the test's
-    `tmp_path`. The test errors (not skips) if nginx is missing: scripts/install-system-deps.sh
-    installs it.
-    """
-    if shutil.which(NGINX) is None:
-        raise RuntimeError(f"{NGINX} is missing: run scripts/install-system-deps.sh")
-    started: list[NginxProxy] = []
-
-    def start(backend_port: int, location_extra: str = "") -> str:
-        directory = tmp_path / f"nginx{len(started)}"
-        proxy = NginxProxy.start(backend_port, location_extra=location_extra, directory=directory)
-        started.append(proxy)
-        return proxy.base_url
-
-    yield start
-    for proxy in started:
-        proxy.stop()

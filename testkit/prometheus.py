@@ -12,14 +12,15 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
 
-from tests.conftest import free_port
+from testkit.ports import LOOPBACK, free_port
+from testkit.service_process import stop_process
+from testkit.waiting import wait_until
 
 PROMETHEUS = "/usr/bin/prometheus"
 DEPLOY = Path(__file__).parents[1] / "deploy"
@@ -39,9 +40,9 @@ def config_for(target: str) -> dict[str, Any]:
 
 
 class PrometheusServer:
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, log: Path) -> None:
         self.process = process
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://{LOOPBACK}:{port}"
         self.log = log
 
     @classmethod
@@ -52,40 +53,36 @@ class PrometheusServer:
         config.write_text(yaml.safe_dump(config_for(target)))
         port = free_port()
         log = directory / "prometheus.log"
-        with log.open("wb") as output:
+        with log.open("w") as output:
             process = subprocess.Popen(
                 [
                     PROMETHEUS,
                     f"--config.file={config}",
                     f"--storage.tsdb.path={directory / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
+                    f"--web.listen-address={LOOPBACK}:{port}",
                     "--log.level=warn",
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                text=True,
             )
         server = cls(process, port, log)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while True:
-            try:
-                if httpx.get(server.base_url + "/-/ready", timeout=1).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(f"prometheus did not start:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_until(lambda: process.poll() is not None or server.ready(), START_TIMEOUT_SECONDS)
+        if process.poll() is None and server.ready():
+            return server
+        server.stop()
+        raise RuntimeError(f"prometheus did not start:\n{log.read_text()}")
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(self.base_url + "/-/ready", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        """By its PID: SIGTERM, then SIGKILL if it lingers."""
+        stop_process(self.process)
 
     def api(self, path: str, **params: Any) -> Any:
         response = httpx.get(self.base_url + "/api/v1/" + path, params=params, timeout=10)
@@ -107,14 +104,13 @@ class PrometheusServer:
 
     def wait_for_scrape(self, after: float, timeout: float = 15) -> None:
         """Until Prometheus holds a sample of every target taken after `after` (`time.time`)
-        and has evaluated its rules since."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            scraped = self.query("min(timestamp(up))")
-            if scraped and float(scraped[0]["value"][1]) > after + 1.0:  # +1: one evaluation
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"no scrape after {after}:\n{self.log.read_text()}")
+        and, a second later, has evaluated its rules since."""
+
+        def scraped() -> bool:
+            found = self.query("min(timestamp(up))")
+            return bool(found) and float(found[0]["value"][1]) > after + 1.0
+
+        assert wait_until(scraped, timeout), f"no scrape after {after}:\n{self.log.read_text()}"
 
 
 def finite_values(result: list[dict[str, Any]]) -> list[float]:

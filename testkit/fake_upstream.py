@@ -3,9 +3,13 @@
 It is a transport-level fake: the service's real openai client talks real HTTP to it. Each request
 is answered by the next queued `Reply` (or the default one): a status and headers, then a body
 either whole or as chunked-encoding pieces sent one by one with pauses, so reads arrive split at
-whatever offsets a test chooses. It records every request, and when the client closed the
-connection before the reply was complete (`Exchange.disconnected_at`, on the `time.monotonic`
-clock).
+whatever offsets a test chooses. It records every request (`FakeUpstream.exchanges`), when the
+client closed the connection before the reply was complete (`Exchange.disconnected_at`, on the
+`time.monotonic` clock), and whether the client is holding the reply back by not reading it
+(`Exchange.held_back_since`): the events tests synchronise on.
+
+The bodies an OpenAI upstream sends are built by the functions at the end (`answer_pieces`,
+`chunk_event`, `error_body`, ...); `RECORDINGS` holds streams recorded from real upstreams.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from testkit.waiting import wait_until
+
+RECORDINGS = Path(__file__).parent / "recordings"
 
 
 @dataclass
@@ -43,9 +52,17 @@ class Exchange:
     received_at: float
     completed: bool = False
     disconnected_at: float | None = None
+    # Since when the reply's writes have been waiting for the client to read (TCP flow control
+    # and the transport's buffer both full); None while they flow.
+    held_back_since: float | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def held_back_seconds(self) -> float:
+        """How long the client has been holding the reply back, without a break; 0 if not."""
+        since = self.held_back_since
+        return 0.0 if since is None else time.monotonic() - since
 
 
 class FakeUpstream:
@@ -65,13 +82,13 @@ class FakeUpstream:
     def queue(self, *replies: Reply) -> None:
         self.replies.extend(replies)
 
-    def wait_for(self, predicate: Any, timeout: float = 5.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.002)
-        return bool(predicate())
+    def wait_for(self, condition: Callable[[], object], timeout: float = 5.0) -> bool:
+        """`testkit.waiting.wait_until`: for conditions on what this upstream recorded."""
+        return wait_until(condition, timeout)
+
+    def wait_for_exchanges(self, count: int, timeout: float = 5.0) -> bool:
+        """Until exactly `count` requests have been recorded."""
+        return self.wait_for(lambda: len(self.exchanges) == count, timeout)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -181,7 +198,7 @@ class FakeUpstream:
                 return True
             for piece in reply.pieces:
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                await writer.drain()
+                await _drain(writer, exchange)
                 if await client_left_during(reply.pause):
                     return False
             if reply.hang:
@@ -198,6 +215,20 @@ class FakeUpstream:
             if not closed.done():
                 closed.cancel()
                 await asyncio.wait((closed,))
+            if not closed.cancelled():
+                closed.exception()  # retrieved: a reset connection is one way a client leaves
+
+
+async def _drain(writer: asyncio.StreamWriter, exchange: Exchange) -> None:
+    """`writer.drain()`, recording in `exchange` while it waits for the client to read."""
+    transport = writer.transport
+    _, high_water = transport.get_write_buffer_limits()
+    if transport.get_write_buffer_size() > high_water:  # drain() waits until the client reads
+        exchange.held_back_since = time.monotonic()
+    try:
+        await writer.drain()
+    finally:
+        exchange.held_back_since = None
 
 
 # -- building upstream bodies --------------------------------------------------------------

@@ -1,0 +1,214 @@
+"""What every streaming endpoint shares: admission (keys, draining), the opening dependency,
+the bounded body read, and turning a `StreamRequest` into a `ChatStreamResponse`.
+
+An endpoint family (`/api/chat/stream`, `/api/chat`, ...) only translates its own body shape into
+the domain's `StreamRequest` and calls `stream_response`, so limits, slots, metrics, heartbeats,
+cancellation and shutdown behave the same on every route. The OpenAI passthrough (`/v1`, issue
+#8), which relays bodies instead of translating them, calls `respond`, the part after the checks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Header, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.chat import OpenedStream
+from service.domain import StreamRequest
+from service.error_responses import ErrorRenderer, error_response
+from service.errors import InvalidRequest, PayloadTooLarge, server_shutting_down
+from service.http.stream_response import ChatStreamResponse, StreamTiming
+from service.limits import check_request
+from service.outcomes import Delivery
+from service.runtime import Runtime, RuntimeDep
+from service.wire.base import Encoder
+from service.wire.formats import FORMATS, first_per_media_type
+from service.wire.negotiate import choose_format
+from service.wire.sse import is_finished_stream_id
+
+Chunking = Literal["token", "word"]
+
+_bearer = HTTPBearer(auto_error=False, description="One of SERVICE_API_KEYS, when configured")
+
+
+# Dependencies are `async def`: a plain `def` would cost a thread pool hop per request.
+async def admit(
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str | None:
+    """The caller's key id (None when keys are off); 401 without a valid key, 503 when draining."""
+    token = credentials.credentials if credentials else None  # None unless a Bearer token
+    key_id = runtime.api_keys.identify(token)
+    if runtime.shutdown.draining:
+        raise server_shutting_down()
+    return key_id
+
+
+CallerDep = Annotated[str | None, Depends(admit)]
+FormatQuery = Annotated[
+    str | None,
+    Query(
+        description="Wire format; overrides the Accept header",
+        json_schema_extra={"enum": list(FORMATS)},
+    ),
+]
+ChunkingQuery = Annotated[
+    Chunking, Query(description="`word` re-cuts text on word boundaries; `token` passes it through")
+]
+LastEventId = Annotated[str | None, Header(alias="Last-Event-ID", include_in_schema=False)]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpening:
+    """What every stream route resolves before it reads its request: the parts, the caller,
+    when the request arrived, and how the answer is to be shaped."""
+
+    runtime: Runtime
+    caller: str | None
+    received_at: float
+    # The route's template (`/api/chat/stream`): a bounded label for metrics.
+    route: str
+    format_name: str | None
+    accept: str | None
+    chunking: Chunking
+    # A reconnecting EventSource that already has `[DONE]` (answered with 204).
+    already_complete: bool
+
+
+async def open_stream_request(
+    request: Request,
+    runtime: RuntimeDep,
+    caller: CallerDep,
+    format: FormatQuery = None,
+    chunking: ChunkingQuery = "token",
+    last_event_id: LastEventId = None,
+) -> StreamOpening:
+    return StreamOpening(
+        runtime=runtime,
+        caller=caller,
+        received_at=time.perf_counter(),
+        route=getattr(request.scope.get("route"), "path", "unknown"),
+        format_name=format,
+        accept=request.headers.get("accept"),
+        chunking=chunking,
+        already_complete=is_finished_stream_id(last_event_id),
+    )
+
+
+OpeningDep = Annotated[StreamOpening, Depends(open_stream_request)]
+
+STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {media: entry.openapi for media, entry in first_per_media_type().items()},
+        "description": "The answer, in the negotiated format",
+    },
+    204: {"description": "EventSource reconnected after the stream's end: nothing more to send"},
+    400: {"description": "Malformed JSON, or the upstream refused the request"},
+    401: {"description": "SERVICE_API_KEYS are configured and no valid key was sent"},
+    406: {"description": "No supported format in Accept"},
+    413: {"description": "The body exceeds MAX_BODY_BYTES"},
+    422: {"description": "The request names a bad field"},
+    429: {"description": "Rate limited upstream; see Retry-After"},
+    502: {"description": "Upstream unreachable, failing, or refusing our credentials"},
+    503: {"description": "The server is shutting down: retry elsewhere"},
+    504: {"description": "Upstream timed out"},
+}
+STREAM_ROUTE: dict[str, Any] = {
+    "status_code": 200,
+    "response_class": ChatStreamResponse,
+    "responses": STREAM_RESPONSES,
+}
+
+
+def refuse_unknown_parameters(request: Request, allowed: set[str]) -> None:
+    """Nothing a client sends is silently ignored: a misspelt parameter is a 422 naming it."""
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise InvalidRequest(
+            f"unknown query parameter(s): {', '.join(unknown)}; accepted: "
+            + ", ".join(sorted(allowed))
+        )
+    repeated = sorted(
+        name for name in request.query_params if len(request.query_params.getlist(name)) > 1
+    )
+    if repeated:
+        raise InvalidRequest(f"query parameter(s) given more than once: {', '.join(repeated)}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit`: from its declared
+    `Content-Length`, or while a chunked body arrives (so it is never held in memory whole)."""
+    too_large = PayloadTooLarge(f"the request body exceeds {limit} bytes (MAX_BODY_BYTES)")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    received = bytearray()
+    async for chunk in request.stream():
+        received += chunk
+        if len(received) > limit:
+            raise too_large
+    return bytes(received)
+
+
+def stream_response(
+    opening: StreamOpening, chat_request: StreamRequest, *, format_name: str | None = None
+) -> ChatStreamResponse:
+    """The response streaming `chat_request`, in `format_name` (an endpoint's own format) or
+    else the one the request negotiated. Refuses before any upstream call: 422 beyond the size
+    limits, 406 for an unproducible `Accept`, 429 at the stream limits."""
+    runtime = opening.runtime
+    settings = runtime.settings
+    check_request(chat_request, settings)
+    wire_format = FORMATS[format_name or choose_format(opening.format_name, opening.accept)]
+    return respond(
+        runtime,
+        opening.caller,
+        lambda: runtime.chat.open_stream(
+            chat_request,
+            received_at=opening.received_at,
+            endpoint=opening.route,
+            word_chunks=opening.chunking == "word",
+        ),
+        lambda stream_id: wire_format.make_encoder(settings, stream_id),
+        wire_format=wire_format.name,
+        headers={**wire_format.headers, "Vary": "Accept"},
+    )
+
+
+def respond(
+    runtime: Runtime,
+    caller: str | None,
+    open_stream: Callable[[], OpenedStream],
+    make_encoder: Callable[[str], Encoder],
+    *,
+    wire_format: str,
+    render_error: ErrorRenderer = error_response,
+    headers: Mapping[str, str] | None = None,
+) -> ChatStreamResponse:
+    """The response for one stream of any endpoint family, once its request passed every check.
+    A stream slot is taken last (429 when none is left) and given back however the response
+    ends; the stream is recorded then. `wire_format` names the encoding for metrics;
+    `render_error` shapes an error before the first event."""
+    slot = runtime.stream_limits.acquire(caller)
+    opened = open_stream()
+    recorder = opened.recorder
+    recorder.wire_format = wire_format
+
+    def on_finish(delivery: Delivery) -> None:
+        slot.release()
+        recorder.finish(delivery)
+
+    return ChatStreamResponse(
+        opened.events,
+        make_encoder(opened.stream_id),
+        timing=StreamTiming.from_settings(runtime.settings),
+        on_finish=on_finish,
+        on_heartbeat=recorder.count_heartbeat,
+        cut_off=runtime.shutdown.grace_expired,
+        headers=headers,
+        render_error=render_error,
+    )
