@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -22,10 +23,22 @@ from service.shutdown import ShutdownCoordinator
 from service.upstream.base import ChatUpstream
 from service.upstream.providers import build_upstream
 
+if TYPE_CHECKING:
+    from service.traces import StreamSpans
+
 logger = logging.getLogger("service")
 
 # Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
 ROUTERS = (routes.router, ui_chat.router, openai_routes.router, metrics_routes.router)
+
+
+def stream_spans(settings: Settings) -> StreamSpans | None:
+    """Traces, when `OTEL_EXPORTER_OTLP_ENDPOINT` asks for them (`service.traces`)."""
+    if settings.otel_exporter_otlp_endpoint is None:
+        return None
+    from service.traces import StreamSpans  # the SDK is loaded only when traces are wanted
+
+    return StreamSpans(settings.otel_exporter_otlp_endpoint)
 
 
 def create_app(
@@ -39,6 +52,7 @@ def create_app(
     service` serves), SIGTERM and SIGINT start the graceful drain (`service.shutdown`)."""
     resolved = settings if settings is not None else Settings()
     metrics = PrometheusMetrics(resolved)
+    spans = stream_spans(resolved)
     chosen = (
         upstream
         if upstream is not None
@@ -59,11 +73,15 @@ def create_app(
             if restore_signals is not None:
                 restore_signals()
             await chosen.aclose()
+            if spans is not None:
+                await asyncio.to_thread(spans.shutdown)  # sends what is still batched
 
     app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)
     app.state.runtime = Runtime(
         settings=resolved,
-        chat=ChatService(resolved, chosen, observers=(metrics,)),
+        chat=ChatService(
+            resolved, chosen, observers=(metrics,) if spans is None else (metrics, spans)
+        ),
         api_keys=APIKeys(resolved.api_keys),
         stream_limits=StreamLimits(
             per_process=resolved.max_concurrent_streams,

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     # Models named as such in `/metrics` besides the default one; any other model a request
     # names is counted as `other`, so a client cannot grow the label set (issue #10).
     metrics_models: str = ""
+    # OTLP/HTTP collector to send one trace span per stream to (e.g. http://127.0.0.1:4318);
+    # unset: no tracing, and the OpenTelemetry SDK is not even imported.
+    otel_exporter_otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
