@@ -1,5 +1,5 @@
-"""`python -m service` with WORKERS=2: `/metrics` sums both workers exactly, and each worker
-drains on SIGTERM (issue #10).
+"""`python -m service` with WORKERS=2: `/metrics` sums both workers exactly, each worker drains
+on SIGTERM, and a worker that dies stops counting in the gauges (issue #10).
 
 Which worker serves a connection is the kernel's choice, so the tests read each worker's own
 share from the files prometheus-client's multiprocess mode writes (one per worker process, read
@@ -173,17 +173,26 @@ def consume(base_url: str) -> list[SSEEvent]:
         return read_events(response)
 
 
-def test_each_worker_drains_on_sigterm(workers: TwoWorkers, upstream: FakeUpstream) -> None:
+def hold_streams_in_both(
+    workers: TwoWorkers, upstream: FakeUpstream, pool: ThreadPoolExecutor
+) -> tuple[list[Future[list[SSEEvent]]], dict[int, float]]:
+    """Long streams opened one by one until each worker holds some; the streams, and how many
+    each worker holds."""
     upstream.default_reply = Reply(pieces=answer_pieces([" l"] * 200), pause=0.1)  # ~20 s
     opened: list[Future[list[SSEEvent]]] = []
+    while len(opened) < 12:
+        opened.append(pool.submit(consume, workers.base_url))
+        assert upstream.wait_for_exchanges(len(opened))
+        holding = workers.per_worker("gauge_livesum", "llm_streams_in_flight")
+        if both_busy(holding):
+            break
+    assert both_busy(holding), holding
+    return opened, holding
+
+
+def test_each_worker_drains_on_sigterm(workers: TwoWorkers, upstream: FakeUpstream) -> None:
     with ThreadPoolExecutor(12) as pool:
-        while len(opened) < 12:  # until both workers hold a stream
-            opened.append(pool.submit(consume, workers.base_url))
-            assert upstream.wait_for_exchanges(len(opened))
-            holding = workers.per_worker("gauge_livesum", "llm_streams_in_flight")
-            if both_busy(holding):
-                break
-        assert both_busy(holding), holding
+        opened, _ = hold_streams_in_both(workers, upstream, pool)
         assert scrape(workers.base_url).value("llm_streams_in_flight") == len(opened)
         signalled_at = time.monotonic()
         workers.process.send_signal(signal.SIGTERM)  # to the supervisor only
@@ -203,3 +212,22 @@ def test_each_worker_drains_on_sigterm(workers: TwoWorkers, upstream: FakeUpstre
     ended = workers.stream_summaries(len(opened))
     assert [s["error_type"] for s in ended] == ["server_shutting_down"] * len(opened)
     assert not workers.metrics_directory.exists()  # removed at exit
+
+
+def test_a_dead_workers_streams_leave_the_gauge(
+    workers: TwoWorkers, upstream: FakeUpstream
+) -> None:
+    with ThreadPoolExecutor(12) as pool:
+        _, holding = hold_streams_in_both(workers, upstream, pool)
+        dead, alive = sorted(holding)
+        os.kill(dead, signal.SIGKILL)  # a worker crashing: uvicorn's supervisor starts another
+
+        # The scrape marks it dead (prometheus-client's `mark_process_dead`): its live gauge
+        # file goes, and only the living worker's streams are in flight.
+        def only_living_streams() -> bool:
+            return scrape(workers.base_url).value("llm_streams_in_flight") == holding[alive]
+
+        assert wait_until(only_living_streams, timeout=10)
+        assert not (workers.metrics_directory / f"gauge_livesum_{dead}.db").exists()
+        assert (workers.metrics_directory / f"counter_{dead}.db").exists()  # counters stay
+        workers.process.terminate()  # ends the living worker's streams (drained in band)
