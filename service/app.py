@@ -15,6 +15,7 @@ from service import metrics_routes, openai_routes, routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
+from service.http.access_log import AccessLog
 from service.limits import StreamLimits
 from service.prometheus_metrics import PrometheusMetrics
 from service.runtime import Runtime, runtime_of
@@ -76,7 +77,15 @@ def create_app(
             if spans is not None:
                 await asyncio.to_thread(spans.shutdown)  # sends what is still batched
 
-    app = FastAPI(title="LLM chat streaming service", version="0.1.0", lifespan=lifespan)
+    docs = resolved.serve_docs
+    app = FastAPI(
+        title="LLM chat streaming service",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.runtime = Runtime(
         settings=resolved,
         chat=ChatService(
@@ -103,8 +112,13 @@ def create_app(
             allow_origins=list(resolved.cors_origins),
             allow_credentials=resolved.cors_allow_credentials,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type", "Accept", "Last-Event-ID"],
+            # Any request header: the OpenAI JS SDK sends its own `x-stainless-*` headers, and
+            # the origins, not the headers, are what keeps other sites out.
+            allow_headers=["*"],
             expose_headers=["Retry-After", "x-should-retry"],
             max_age=600,
         )
+    # Outermost of the service's middleware, so it sees the status of every response (the
+    # 500 of an unhandled error included) and its duration covers them (issue #11).
+    app.add_middleware(AccessLog)
     return app

@@ -1,4 +1,5 @@
-"""One chat stream, assembled: upstream -> first-token deadline -> metrics observer -> relay.
+"""One chat stream, assembled: upstream -> first-token deadline -> stream deadline -> metrics
+observer -> relay.
 
 The routes own HTTP and translate their bodies into a `StreamRequest` (or, for OpenAI's own APIs
 relayed as they are, a `PassthroughRequest`); this owns which model is asked and how the pieces
@@ -13,6 +14,7 @@ from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
 from service.chunking import rechunk_words
+from service.deadline import within_deadline
 from service.domain import CompletionParams, PassthroughParams, PassthroughRequest, StreamRequest
 from service.events import ResponseEvent, UpstreamEvent
 from service.metrics import StreamObserver, StreamRecorder, observe
@@ -104,5 +106,10 @@ class ChatService:
     ) -> OpenedStream:
         if first_token_deadline:
             upstream = first_event_within(upstream, self.settings.first_token_timeout_seconds)
+        upstream = within_deadline(
+            upstream,
+            max_seconds=self.settings.max_stream_seconds,
+            idle_seconds=self.settings.upstream_read_timeout_seconds,
+        )
         events = relay(observe(upstream, recorder), recorder)
         return OpenedStream(recorder.stream_id, events, recorder)

@@ -3,7 +3,10 @@
     ServiceError
     ├── InvalidRequest          400/422  the client's request is wrong
     ├── NotAcceptable           406      no supported wire format matches `Accept`
+    ├── RequestTimeout          408      the request head or body came too slowly
     ├── PayloadTooLarge         413      the body exceeds MAX_BODY_BYTES
+    ├── URITooLong              414      the request line exceeds MAX_REQUEST_HEAD_BYTES
+    ├── RequestHeadTooLarge     431      the request head exceeds MAX_REQUEST_HEAD_BYTES
     ├── Unauthorized            401      missing or wrong service API key
     ├── TooManyStreams          429      this process (or this key) is at its stream limit
     ├── UpstreamAuthFailed      502      the service's own upstream credentials were refused
@@ -14,6 +17,7 @@
     ├── ModelNotFound           404      /v1/models/{id} names no model the upstream lists
     ├── UpstreamTimeout         504      the upstream did not answer in time
     ├── UpstreamUnavailable     502      unreachable, 5xx, or it broke off mid-stream
+    ├── StreamDeadlineExceeded  504      the stream outlived MAX_STREAM_SECONDS
     ├── ServerShuttingDown      503      this process is stopping; retry elsewhere
     ├── RouteError              404/405  no such route or method (Starlette's routing)
     └── InternalError           500      the service itself failed (details in the log only)
@@ -120,6 +124,21 @@ class PayloadTooLarge(ServiceError):
     error_type = "payload_too_large"
 
 
+class RequestTimeout(ServiceError):
+    status_code = 408
+    error_type = "request_timeout"
+
+
+class URITooLong(ServiceError):
+    status_code = 414
+    error_type = "uri_too_long"
+
+
+class RequestHeadTooLarge(ServiceError):
+    status_code = 431
+    error_type = "request_head_too_large"
+
+
 class Unauthorized(ServiceError):
     status_code = 401
     error_type = "unauthorized"
@@ -197,6 +216,11 @@ class UpstreamUnavailable(ServiceError):
     status_code = 502
     error_type = "upstream_unavailable"
     retryable = True
+
+
+class StreamDeadlineExceeded(ServiceError):
+    status_code = 504
+    error_type = "stream_deadline"
 
 
 class ServerShuttingDown(ServiceError):

@@ -16,9 +16,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        stream = getattr(record, "stream", None)
-        if isinstance(stream, dict):
-            entry.update(stream)
+        for name in ("stream", "fields"):  # a stream summary, or any other structured fields
+            extra = getattr(record, name, None)
+            if isinstance(extra, dict):
+                entry.update(extra)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -120,6 +120,7 @@ async def _relay_body(
     return respond(
         runtime,
         caller,
+        http_request.state,
         lambda: runtime.chat.open_passthrough(request, received_at=received_at, endpoint=endpoint),
         make_encoder,
         # The upstream's own events (`stream`: true) or its one JSON answer, relayed as they are.

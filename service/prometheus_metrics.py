@@ -58,7 +58,7 @@ TTFT_BUCKETS = (
 # Request duration and the client's time to first chunk.
 DURATION_BUCKETS = (
     *(0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92),
-    *(163.84, 327.68, 655.36),
+    *(163.84, 327.68, 655.36, 1310.72, 2621.44),  # MAX_STREAM_SECONDS is 30 minutes
 )
 TIME_PER_TOKEN_BUCKETS = (
     *(0.001, 0.0025, 0.005),

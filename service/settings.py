@@ -50,8 +50,11 @@ class Settings(BaseSettings):
     # Ask for the final usage chunk (`stream_options.include_usage`); some servers reject it.
     upstream_include_usage: bool = True
     upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    # Longest silence allowed between two upstream reads: the idle timeout between chunks.
+    # Longest silence from the upstream: between two reads, and (after the first token) without
+    # content, however many comments or empty chunks arrive meanwhile (service.deadline).
     upstream_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # The longest a stream may last, however busy the upstream keeps it (issue #11).
+    max_stream_seconds: float = Field(default=1800.0, gt=0)
     # Longest wait from the request to the first token, retries included.
     first_token_timeout_seconds: float = Field(default=60.0, gt=0)
     upstream_max_retries: int = Field(default=2, ge=0, le=10)
@@ -82,9 +85,16 @@ class Settings(BaseSettings):
     max_messages: int = Field(default=500, ge=1)
     max_input_chars: int = Field(default=400_000, ge=1)
     max_output_tokens: int = Field(default=16_384, ge=1)
+    # The request head (request line and headers): 431 beyond (414 for the request line), and
+    # 408 when it or the body takes longer than its timeout (service.http.server_protocol).
+    max_request_head_bytes: int = Field(default=65_536, ge=4096, le=16 * 1024 * 1024)
+    request_head_timeout_seconds: float = Field(default=10.0, gt=0)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Comma-separated keys clients must send as `Authorization: Bearer <key>`; none: open.
     service_api_keys: SecretStr | None = None
+    # /docs, /redoc and /openapi.json; unset: served only when no SERVICE_API_KEYS are set.
+    docs_enabled: bool | None = None
     # Comma-separated origins allowed to call the API from a browser (CORS); none: same origin.
     cors_allow_origins: str = ""
     cors_allow_credentials: bool = False
@@ -125,6 +135,12 @@ class Settings(BaseSettings):
             return ()
         raw = self.service_api_keys.get_secret_value()
         return tuple(key.strip() for key in raw.split(",") if key.strip())
+
+    @property
+    def serve_docs(self) -> bool:
+        """Whether the API documents are served: a keyed service does not show its API to
+        anyone who asks, unless DOCS_ENABLED says so (issue #11)."""
+        return self.docs_enabled if self.docs_enabled is not None else not self.api_keys
 
     @property
     def cors_origins(self) -> tuple[str, ...]:

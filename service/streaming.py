@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import State
 
 from service.chat import OpenedStream
 from service.domain import StreamRequest
@@ -70,13 +71,15 @@ class StreamOpening:
     runtime: Runtime
     caller: str | None
     received_at: float
-    # The route's template (`/api/chat/stream`): a bounded label for metrics.
-    route: str
     format_name: str | None
     accept: str | None
     chunking: Chunking
     # A reconnecting EventSource that already has `[DONE]` (answered with 204).
     already_complete: bool
+    # The request's own notes: the stream id goes here for the access log.
+    request_state: State
+    # The route's path template (`/api/chat/stream`, `/api/chat`): a bounded label.
+    endpoint: str
 
 
 async def open_stream_request(
@@ -91,11 +94,12 @@ async def open_stream_request(
         runtime=runtime,
         caller=caller,
         received_at=time.perf_counter(),
-        route=getattr(request.scope.get("route"), "path", "unknown"),
         format_name=format,
         accept=request.headers.get("accept"),
         chunking=chunking,
         already_complete=is_finished_stream_id(last_event_id),
+        request_state=request.state,
+        endpoint=getattr(request.scope.get("route"), "path", "other"),
     )
 
 
@@ -167,10 +171,11 @@ def stream_response(
     return respond(
         runtime,
         opening.caller,
+        opening.request_state,
         lambda: runtime.chat.open_stream(
             chat_request,
             received_at=opening.received_at,
-            endpoint=opening.route,
+            endpoint=opening.endpoint,
             word_chunks=opening.chunking == "word",
         ),
         lambda stream_id: wire_format.make_encoder(settings, stream_id),
@@ -182,6 +187,7 @@ def stream_response(
 def respond(
     runtime: Runtime,
     caller: str | None,
+    request_state: State,
     open_stream: Callable[[], OpenedStream],
     make_encoder: Callable[[str], Encoder],
     *,
@@ -192,11 +198,13 @@ def respond(
     """The response for one stream of any endpoint family, once its request passed every check.
     A stream slot is taken last (429 when none is left) and given back however the response
     ends; the stream is recorded then. `wire_format` names the encoding for metrics;
-    `render_error` shapes an error before the first event."""
+    `render_error` shapes an error before the first event. The stream id goes into
+    `request_state`, for the access log (`service.http.access_log`)."""
     slot = runtime.stream_limits.acquire(caller)
     opened = open_stream()
     recorder = opened.recorder
     recorder.wire_format = wire_format
+    request_state.stream_id = opened.stream_id
 
     def on_finish(delivery: Delivery) -> None:
         slot.release()

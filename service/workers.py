@@ -18,17 +18,22 @@ and removes it at exit: https://prometheus.github.io/client_python/multiprocess/
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.supervisors import Multiprocess
 
+from service.http.server_protocol import guarded_protocol
 from service.logging_config import configure_logging
+from service.server import connection_limits, uvicorn_config
 from service.settings import Settings
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -44,20 +49,27 @@ def create_served_app() -> FastAPI:
     return create_app(settings, drain_on_signals=True)
 
 
+@cache
+def _protocol_class() -> type[asyncio.Protocol]:
+    return guarded_protocol(connection_limits(Settings()))
+
+
+def served_protocol(**arguments: Any) -> asyncio.Protocol:
+    """The guarded httptools protocol (`service.server`) with this process's limits, for
+    uvicorn by name: the configuration is sent to each spawned worker, and a class made at run
+    time cannot be, while a name can."""
+    return _protocol_class()(**arguments)
+
+
 def serve(settings: Settings) -> None:
     """Serve until stopped: in this process, or in `settings.workers` worker processes."""
-    config = uvicorn.Config(
+    config = uvicorn_config(
         # By name: each worker process imports and builds its own app.
         "service.workers:create_served_app",
+        settings,
         factory=True,
         workers=settings.workers,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        # A backstop only: streams end themselves when the grace period runs out.
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        http="service.workers:served_protocol",
     )
     with metrics_directory(config.workers):
         if config.workers == 1:

@@ -10,6 +10,8 @@ client closed the connection before the reply was complete (`Exchange.disconnect
 
 The bodies an OpenAI upstream sends are built by the functions at the end (`answer_pieces`,
 `chunk_event`, `error_body`, ...); `RECORDINGS` holds streams recorded from real upstreams.
+Misbehaving upstreams are built from the same parts: `compressed` bodies (and a `gzip_bomb`),
+`redirect` replies, trickles (`pause` between pieces) and stalls (`hang`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import asyncio
 import json
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -300,3 +303,27 @@ def error_body(message: str, error_type: str, code: str | None = None) -> bytes:
     return json.dumps(
         {"error": {"message": message, "type": error_type, "param": None, "code": code}}
     ).encode()
+
+
+def compressed(pieces: Sequence[bytes]) -> list[bytes]:
+    """`pieces` as one gzip stream (send with `Content-Encoding: gzip`), each piece flushed so
+    that it can be inflated as soon as it arrives."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    out = [compressor.compress(piece) + compressor.flush(zlib.Z_SYNC_FLUSH) for piece in pieces]
+    out.append(compressor.flush())
+    return [piece for piece in out if piece]
+
+
+def gzip_bomb(inflated_megabytes: int, *, piece_bytes: int = 16 * 1024) -> list[bytes]:
+    """Newlines that inflate to `inflated_megabytes` MB from ~1 KB per MB on the wire, cut into
+    pieces of `piece_bytes`."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = b"\n" * (1 << 20)
+    wire = b"".join(compressor.compress(block) for _ in range(inflated_megabytes))
+    wire += compressor.flush()
+    return [wire[i : i + piece_bytes] for i in range(0, len(wire), piece_bytes)]
+
+
+def redirect(location: str, status: int = 307) -> Reply:
+    """A redirect, as a misconfigured base URL or a hostile upstream answers."""
+    return Reply(status=status, headers={"location": location}, body=b"")

@@ -105,3 +105,10 @@ def stop_process(process: subprocess.Popen[str], timeout: float = STOP_TIMEOUT_S
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout)
+
+
+def stop_and_collect(process: subprocess.Popen[str]) -> tuple[str, str]:
+    """Stop a process started with `capture` (`stop_process`); its whole stdout and stderr."""
+    stop_process(process)
+    stdout, stderr = process.communicate()
+    return stdout or "", stderr or ""

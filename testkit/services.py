@@ -19,6 +19,7 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.runtime import runtime_of
+from service.server import uvicorn_config
 from service.settings import Settings
 from testkit.waiting import wait_until
 
@@ -74,16 +75,18 @@ class RunningService:
 
 
 def start_service(settings: Settings, http: str = "httptools") -> RunningService:
-    """The app in a real uvicorn on a free loopback port, in a thread with its own loop.
-    `http` is uvicorn's protocol implementation (the service ships with httptools)."""
-    config = uvicorn.Config(
+    """The app in a real uvicorn on a free loopback port, in a thread with its own loop, served
+    as `python -m service` serves it (`service.server`). `http` is uvicorn's protocol
+    implementation (the service ships with httptools, guarded by
+    `service.http.server_protocol`)."""
+    config = uvicorn_config(
         create_app(settings),
+        settings,
         host="127.0.0.1",
         port=0,
-        loop="uvloop",
-        http=http,
         log_level="warning",
         lifespan="on",
+        **({} if http == "httptools" else {"http": http}),
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="service", daemon=True)

@@ -29,7 +29,15 @@ from testkit.services import (
 # through another fixture) is marked `server`, and `make check` leaves it out; a test that
 # starts one by itself carries the mark in its module.
 SERVER_FIXTURES = frozenset(
-    {"upstream", "service", "service_factory", "nginx_factory", "browser", "page"}
+    {
+        "upstream",
+        "service",
+        "service_factory",
+        "upstream_service",
+        "nginx_factory",
+        "browser",
+        "page",
+    }
 )
 
 
@@ -78,14 +86,21 @@ def service_factory(upstream_http_client: str) -> Iterator[ServiceFactory]:
 
 
 @pytest.fixture
-def service(service_factory: ServiceFactory, upstream: FakeUpstream) -> RunningService:
+def upstream_service(service_factory: ServiceFactory, upstream: FakeUpstream) -> ServiceFactory:
+    """Start services pointed at the fake upstream with the OpenAI provider, no SDK retries,
+    and these settings."""
+
+    def start(**overrides: Any) -> RunningService:
+        settings = {"openai_api_key": TEST_KEY, "upstream_max_retries": 0, **overrides}
+        return service_factory(openai_base_url=upstream.base_url + "/v1", **settings)
+
+    return start
+
+
+@pytest.fixture
+def service(upstream_service: ServiceFactory) -> RunningService:
     """The service pointed at the fake upstream with the OpenAI provider, no SDK retries."""
-    running: RunningService = service_factory(
-        openai_api_key=TEST_KEY,
-        openai_base_url=upstream.base_url + "/v1",
-        upstream_max_retries=0,
-    )
-    return running
+    return upstream_service()
 
 
 @pytest.fixture

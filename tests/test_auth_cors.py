@@ -117,6 +117,21 @@ def test_cors_preflight_for_allowed_origin(guarded: RunningService) -> None:
     assert "authorization" in response.headers["access-control-allow-headers"].lower()
 
 
+def test_cors_preflight_lets_the_openai_js_sdk_through(guarded: RunningService) -> None:
+    requested = "authorization, content-type, x-stainless-os, x-stainless-retry-count"
+    response = httpx.options(
+        guarded.base_url + "/v1/chat/completions",
+        headers={
+            "origin": "https://chat.example.com",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": requested,
+        },
+    )
+    assert response.status_code == 200
+    allowed = response.headers["access-control-allow-headers"].lower()
+    assert all(name.strip() in allowed for name in requested.split(","))
+
+
 def test_cors_foreign_origin_gets_no_allow_headers(
     guarded: RunningService, upstream: FakeUpstream
 ) -> None:
@@ -155,3 +170,23 @@ def test_wildcard_with_credentials_is_refused_at_start() -> None:
 def test_per_key_limit_needs_keys() -> None:
     with pytest.raises(ValidationError, match="SERVICE_API_KEYS"):
         make_settings(max_streams_per_key=2)
+
+
+@pytest.mark.parametrize(
+    ("keys", "docs_enabled", "served"),
+    [
+        (None, None, True),
+        ("k1", None, False),  # issue #11: a keyed service kept its API documents public
+        ("k1", True, True),
+        (None, False, False),
+    ],
+)
+def test_api_documents_follow_the_keys_or_docs_enabled(
+    service_factory: ServiceFactory, keys: str | None, docs_enabled: bool | None, served: bool
+) -> None:
+    running = service_factory(service_api_keys=keys, docs_enabled=docs_enabled)
+    for path in ("/docs", "/redoc", "/openapi.json"):
+        response = httpx.get(running.base_url + path)
+        assert response.status_code == (200 if served else 404), path
+        if not served:
+            assert response.json()["error"]["type"] == "not_found"

@@ -55,6 +55,7 @@ def test_rechunking_keeps_the_text_and_cuts_only_on_boundaries(pieces: list[str]
     full = "".join(pieces)
     assert "".join(texts) == full
     assert all(texts)
+    assert all(len(text) <= MAX_PENDING_CHARS for text in texts)
     position = 0
     for text in texts[:-1]:  # every cut but the end of the text
         position += len(text)
@@ -89,3 +90,23 @@ def test_text_without_spaces_streams_in_linear_time() -> None:
     assert "".join(texts) == "QUJD" * 20_000
     assert max(len(text) for text in texts) <= MAX_PENDING_CHARS + 4
     assert len(texts) > 300  # it streamed, rather than holding everything to the end
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["x", "日", "e\u0301", "ab ", "👩\u200d💻"],
+    ids=["ascii", "cjk", "marks", "words", "zwj"],
+)
+def test_a_huge_token_is_cut_at_the_documented_length_in_linear_time(unit: str) -> None:
+    # Issue #11: a 3 MB token without spaces came out as one 2,999,999-character delta, after
+    # ~1 s of searching. Measured now: under 0.15 s of CPU for 3 MB, whatever the script.
+    token = unit * (3_000_000 // len(unit))
+    started = time.process_time()
+    out = asyncio.run(chunks_of(["Start ", token, " end"]))
+    cpu_seconds = time.process_time() - started
+    texts = [event.text for event in out if isinstance(event, TextDelta)]
+    assert "".join(texts) == "Start " + token + " end"
+    assert max(len(text) for text in texts) <= MAX_PENDING_CHARS
+    assert cpu_seconds < 2.0
+    # No character is split from what continues it.
+    assert not any(text[0] == "\u200d" or unicodedata.category(text[0]) == "Mn" for text in texts)

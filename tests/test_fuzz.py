@@ -35,6 +35,7 @@ def fuzzed_service() -> Iterator[RunningService]:
             demo_first_token_delay_seconds=0,
             max_body_bytes=64 * 1024,
             service_api_keys=FUZZ_KEY,
+            docs_enabled=True,  # with keys, the document is not served unless asked for
         )
     )
     yield running

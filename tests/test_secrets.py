@@ -5,14 +5,12 @@ in every kind of error."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 from pathlib import Path
 
 import httpx
 
 from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event, error_body
-from testkit.service_process import start_service_process
+from testkit.service_process import start_service_process, stop_and_collect
 
 UPSTREAM_KEY = "sk-proj-SECRETupstream0123456789abcdef"
 SERVICE_KEY = "svc-SECRETservice0123456789"
@@ -60,12 +58,7 @@ def test_no_secret_in_anything_the_service_produced(upstream: FakeUpstream, tmp_
                 produced += [response.text, repr(response.headers)]
         assert len(upstream.exchanges) == len(replies)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            stdout, stderr = process.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate()
+        stdout, stderr = stop_and_collect(process)
     produced += [stdout, stderr]
     everything = "\n".join(produced)
     assert '"outcome": "error"' in stderr  # the run did produce the error logs scanned here

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from service.settings import Settings
 from testkit.service_process import run_service_until_exit, start_service_process
 from testkit.services import TEST_KEY, make_settings
 from testkit.sse_client import answer_text, read_events
@@ -107,3 +108,13 @@ def test_python_m_service_streams_the_demo_answer_with_no_key(tmp_path: Path) ->
         _, stderr = process.communicate(timeout=20)
     assert "demo model" in stderr
     assert '"outcome": "completed"' in stderr
+
+
+def test_every_setting_is_documented_in_the_readme_and_env_example() -> None:
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    example = (root / ".env.example").read_text()
+    for name, field in Settings.model_fields.items():
+        variable = (field.alias or name).upper()
+        assert f"| `{variable}` " in readme or f"/ `{variable}` |" in readme, variable
+        assert f"# {variable}=" in example, variable

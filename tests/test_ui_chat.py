@@ -84,6 +84,7 @@ def test_text_streams_as_ui_message_chunks(service: RunningService, upstream: Fa
     assert metadata["usage"] == {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
     assert metadata["ttft_ms"] > 0
     assert metadata["output_tokens"] == 5
+    assert service.wait_for_summaries(1)[-1]["endpoint"] == "/api/chat"
 
 
 def test_history_becomes_chat_messages(service: RunningService, upstream: FakeUpstream) -> None:

@@ -8,6 +8,12 @@ both). Only the fields the service uses are read, with guards for every shape pr
 Azure's first chunk and the usage chunk have `choices: []`, Azure's asynchronous filter sends
 choices with no `delta`, and a provider may report an error as a `data:` object mid-stream.
 
+The transport is told to take the upstream's bytes as they are: `Accept-Encoding: identity`, a
+compressed body refused before any of it is read (inflating happens in one synchronous call per
+read, so a small gzip bomb would hold the event loop for seconds: issue #11), and redirects
+never followed (an OpenAI-compatible API does not redirect a completion; following one would
+re-send the key, or turn the POST into a GET).
+
 The OpenAI-compatible routes (issue #8) go through here too (`passthrough`, `list_models`): the
 client's body is sent as it came, with the model resolved and usage always asked for, and each
 upstream event is relayed as its own bytes (`service.upstream.openai_events` reads the few facts
@@ -74,11 +80,19 @@ def build_client(
         settings.upstream_read_timeout_seconds,
         connect=settings.upstream_connect_timeout_seconds,
     )
-    hooks = {"request": [_retry_counter(on_retry)]} if on_retry is not None else {}
+    transport_options: dict[str, Any] = {
+        "timeout": timeout,
+        "headers": {"Accept-Encoding": "identity"},
+        "follow_redirects": False,  # the SDK's default clients follow them
+        "event_hooks": {
+            "request": [_retry_counter(on_retry)] if on_retry is not None else [],
+            "response": [_refuse_compressed],
+        },
+    }
     http_client = (
-        openai.DefaultAioHttpClient(timeout=timeout, event_hooks=hooks)
+        openai.DefaultAioHttpClient(**transport_options)
         if settings.upstream_http_client == "aiohttp"
-        else openai.DefaultAsyncHttpxClient(timeout=timeout, event_hooks=hooks)
+        else openai.DefaultAsyncHttpxClient(**transport_options)
     )
     if settings.provider == "azure":  # this module serves two entries of the provider table
         assert settings.azure_openai_endpoint
@@ -117,6 +131,21 @@ def _retry_counter(on_retry: Callable[[], None]) -> Callable[[httpx2.Request], A
 def build(settings: Settings, on_retry: Callable[[], None] | None = None) -> OpenAIChatUpstream:
     """The provider table's constructor (`service.upstream.providers`)."""
     return OpenAIChatUpstream(settings, build_client(settings, on_retry))
+
+
+class CompressedBody(openai.OpenAIError):
+    """The upstream compressed its body although asked not to. An `OpenAIError`, so the SDK
+    passes it on as it is instead of retrying it as a connection failure."""
+
+
+async def _refuse_compressed(response: httpx2.Response) -> None:
+    """httpx2 response hook: runs on the headers, before any of the body is read or inflated."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise CompressedBody(
+            f"the upstream compressed its response (Content-Encoding: {encoding[:40]}) although "
+            "the service asks for identity; it does not inflate upstream bodies"
+        )
 
 
 class OpenAIChatUpstream:
@@ -321,7 +350,7 @@ class OpenAIChatUpstream:
         # typed stream), so both families are translated here.
         if isinstance(error, openai.APIConnectionError | httpx2.RequestError):
             return _transport_failure(error)
-        if isinstance(error, EventTooLarge | BodyTooLarge):
+        if isinstance(error, EventTooLarge | BodyTooLarge | CompressedBody):
             return UpstreamUnavailable(str(error))
         # The details go to the log, not to the client.
         logger.error("unexpected failure reading the upstream", exc_info=error)
@@ -345,6 +374,12 @@ class OpenAIChatUpstream:
             )
         if status == 408:
             return UpstreamTimeout("the upstream timed out")
+        if 300 <= status < 400:
+            # The target is not echoed: it is the upstream's to tell, and may carry a token.
+            return UpstreamUnavailable(
+                f"the upstream answered with a redirect (status {status}), which the service "
+                "does not follow; check the upstream base URL (https, path)"
+            )
         # The SDK hands over the body's `error` object (or the whole body when it has none).
         inner = error.body.get("error", error.body) if isinstance(error.body, dict) else None
         if status == 404 and api == "responses" and not _is_api_error(inner):

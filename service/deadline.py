@@ -1,0 +1,125 @@
+"""Two bounds on an upstream that keeps a stream busy without ever ending it (issue #11).
+
+- `max_seconds` (`MAX_STREAM_SECONDS`): the whole stream, from its first read. Past it the
+  stream ends with `Failed(StreamDeadlineExceeded)`: a 504 before headers; after them an in-band
+  `stream_deadline` error and the format's end marker.
+- `idle_seconds` (`UPSTREAM_READ_TIMEOUT_SECONDS`), after the first event: the longest read that
+  produces no event. The SDK's read timeout only sees bytes, so SSE comments, chunks with empty
+  `choices` or a trickle of one byte a second kept it from firing forever; here all of them are
+  silence. Past it: `Failed(UpstreamTimeout)`. Before the first event the first-token timeout
+  (`service.timeouts`) rules instead.
+
+One timer per stream, moved lazily, instead of an `asyncio.timeout` around each read: that costs
+~7 µs per event, a third of the service's per-token budget (`bench/relay_overhead.py`). The timer
+fires when a bound could first be passed; if it has not been (a read started since), it re-arms.
+A read in progress when a bound passes is interrupted by cancelling the task doing it, as
+`asyncio.timeout` does, and the cancellation is taken back (`Task.uncancel`) once turned into
+the `Failed` event; a bound passed while the consumer is busy sending is noticed before the next
+read. The timer never fires across a `yield`: it interrupts the read, never the consumer (the
+task that iterates may change between reads: the first one runs in its own task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+
+from service.errors import ServiceError, StreamDeadlineExceeded, UpstreamTimeout
+from service.events import Failed, UpstreamEvent
+
+
+class _Watch:
+    """The timer and what it needs to know: the bounds, and the read in progress, if any."""
+
+    __slots__ = (
+        "_deadline",
+        "_idle_seconds",
+        "_loop",
+        "_max_seconds",
+        "_timer",
+        "expired",
+        "interrupted",
+        "read_started_at",
+        "reader",
+    )
+
+    def __init__(self, max_seconds: float, idle_seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._max_seconds = max_seconds
+        self._idle_seconds = idle_seconds
+        self._deadline = self._loop.time() + max_seconds
+        self.expired: ServiceError | None = None
+        self.interrupted = False
+        # Set while a read that the idle bound applies to is in progress.
+        self.read_started_at: float | None = None
+        self.reader: asyncio.Task[object] | None = None
+        self._timer = self._loop.call_at(self._deadline, self._check)
+
+    def watch_idle(self) -> None:
+        """From now on the idle bound applies: bring the timer forward to it."""
+        self._timer.cancel()
+        self._timer = self._loop.call_at(
+            min(self._deadline, self._loop.time() + self._idle_seconds), self._check
+        )
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        started = self.read_started_at
+        if now >= self._deadline:
+            self._expire(
+                StreamDeadlineExceeded(
+                    f"the stream reached the service's limit of {self._max_seconds:g} s"
+                )
+            )
+        elif started is not None and now >= started + self._idle_seconds:
+            self._expire(
+                UpstreamTimeout(f"the upstream sent no content for {self._idle_seconds:g} s")
+            )
+        else:
+            due = (started if started is not None else now) + self._idle_seconds
+            self._timer = self._loop.call_at(min(self._deadline, due), self._check)
+
+    def _expire(self, error: ServiceError) -> None:
+        self.expired = error
+        if self.reader is not None:
+            self.interrupted = True
+            self.reader.cancel()
+
+
+async def within_deadline(
+    events: AsyncGenerator[UpstreamEvent, None], *, max_seconds: float, idle_seconds: float
+) -> AsyncGenerator[UpstreamEvent, None]:
+    """`events`, ended with a `Failed` event when a bound passes (see the module docstring)."""
+    loop = asyncio.get_running_loop()
+    watch = _Watch(max_seconds, idle_seconds)
+    first = True
+    async with aclosing(events):
+        try:
+            while watch.expired is None:
+                reader = watch.reader = asyncio.current_task()
+                if not first:
+                    watch.read_started_at = loop.time()
+                try:
+                    event = await anext(events)
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if watch.interrupted and reader is not None and reader.uncancel() == 0:
+                        break  # only the watch cancelled the read: end with its error
+                    raise
+                finally:
+                    watch.reader = watch.read_started_at = None
+                if first:
+                    first = False
+                    watch.watch_idle()
+                yield event
+                if isinstance(event, Failed):
+                    return
+        finally:
+            watch.stop()
+    assert watch.expired is not None
+    yield Failed(watch.expired)
