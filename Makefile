@@ -53,7 +53,7 @@ check: lint
 # The Docker files are checked without a Docker engine: compose's own parser and hadolint.
 check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
-	$(BIN)/hadolint Dockerfile
+	$(BIN)/hadolint Dockerfile web/Dockerfile
 
 # The example Prometheus configuration and its alert rules, checked and unit-tested with
 # Debian's promtool (tests/test_prometheus_scrape.py runs them in a real Prometheus too).

@@ -12,6 +12,7 @@ like `tests` and `bench`. One module per part:
   service; `metrics_reader`: `GET /metrics` read back as numbers.
 - `sse_client`, `raw_client`: clients that read a stream, whole or byte by byte on a raw socket.
 - `browser`: Debian's chromium for Playwright.
+- `compose_stack`: `docker compose` for real on podman's Docker API (scripts/podman-setup.sh).
 - `ports`, `waiting`: free loopback ports, and waiting on a condition with a deadline.
 
 Tests synchronise on what these parts record (an upstream exchange, a stream summary, a port
