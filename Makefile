@@ -50,10 +50,16 @@ lint: $(VENV)/.dev-installed
 check: lint
 	$(BIN)/pytest -q -m "not server"
 
-# The Docker files are checked without a Docker engine: compose's own parser and hadolint.
+# The deploy files are checked offline: compose's own parser (the default services and the
+# `scale` profile), hadolint, and the Kubernetes manifests against the API's schemas, which
+# kubernetes-validate bundles (the oldest and the newest Kubernetes it knows).
+K8S_MANIFESTS := $(filter-out deploy/k8s/kustomization.yaml,$(wildcard deploy/k8s/*.yaml))
 check-deploy: $(VENV)/.dev-installed
 	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" config --quiet
+	"$$($(BIN)/python -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')" --profile scale config --quiet
 	$(BIN)/hadolint Dockerfile web/Dockerfile
+	$(BIN)/kubernetes-validate --strict --quiet -k 1.29.0 $(K8S_MANIFESTS)
+	$(BIN)/kubernetes-validate --strict --quiet $(K8S_MANIFESTS)
 
 # The example Prometheus configuration and its alert rules, checked and unit-tested with
 # Debian's promtool (tests/test_prometheus_scrape.py runs them in a real Prometheus too).
@@ -62,8 +68,8 @@ check-monitoring: system-deps
 	promtool check rules deploy/prometheus/alerts.yml
 	promtool test rules deploy/prometheus/tests/alerts_test.yml
 
-# Debian's chromium, nginx and prometheus, which the browser, proxy and monitoring tests drive
-# for real.
+# Debian's chromium, nginx, redis-server and prometheus, which the browser, proxy, resume and
+# monitoring tests drive.
 system-deps:
 	@scripts/install-system-deps.sh
 
@@ -92,6 +98,8 @@ test: system-deps lint check-deploy check-monitoring frontend node-tests
 bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.parse_cost
 	$(BIN)/python -m bench.relay_overhead
+	$(BIN)/python -m bench.relay_overhead --redis
+	$(BIN)/python -m bench.resume_overhead
 	$(BIN)/python -m bench.nginx_latency
 
 # Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README

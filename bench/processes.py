@@ -136,14 +136,18 @@ def _or_zero(read: Callable[[int], float], pid: int) -> float:
 class ServiceProcess:
     """The service in its own process: `python -m service`, or uvicorn with `--http h11`."""
 
-    def __init__(self, upstream: UpstreamProcess, http: str = "httptools") -> None:
+    def __init__(
+        self, upstream: UpstreamProcess, http: str = "httptools", **extra_environment: str
+    ) -> None:
+        environment = {
+            "OPENAI_API_KEY": "bench",
+            "OPENAI_BASE_URL": upstream.base_url,
+            "LOG_LEVEL": "warning",
+            "UPSTREAM_MAX_RETRIES": "0",
+            **extra_environment,
+        }
         self.process, base_url = start_service_process(
-            http=http,
-            capture=False,
-            OPENAI_API_KEY="bench",
-            OPENAI_BASE_URL=upstream.base_url,
-            LOG_LEVEL="warning",
-            UPSTREAM_MAX_RETRIES="0",
+            None, http=http, capture=False, **environment
         )
         self.port = port_of(base_url)
 

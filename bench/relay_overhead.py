@@ -1,6 +1,7 @@
 """The service's own cost: CPU per relayed token, and time to first token under concurrency.
 
-    python -m bench.relay_overhead
+    python -m bench.relay_overhead            # as shipped: REDIS_URL unset
+    python -m bench.relay_overhead --redis    # resumable streams on a redis-server it starts
 
 Three processes: the fake upstream (`bench.upstream_server`), the service (`python -m service`,
 uvloop and httptools, CPU read from /proc), and the clients here. Each figure is printed for both
@@ -18,13 +19,17 @@ from __future__ import annotations
 import asyncio
 import json
 import statistics
+import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import uvloop
 
 from bench.processes import ServiceProcess
 from bench.upstream_server import UpstreamProcess
+from testkit.redis_server import RedisServer
 
 
 class Route(NamedTuple):
@@ -83,10 +88,10 @@ def percentiles(values: list[float]) -> str:
     return f"p50 {statistics.median(ordered):6.1f} ms, p95 {p95:6.1f} ms, max {ordered[-1]:6.1f} ms"
 
 
-async def cpu_per_token(tokens: int = 20_000, runs: int = 3) -> None:
+async def cpu_per_token(environment: dict[str, str], tokens: int = 20_000, runs: int = 3) -> None:
     """The median of `runs` bursts per route, the routes taking turns on one service."""
     upstream = UpstreamProcess(tokens, 0)
-    service = ServiceProcess(upstream)
+    service = ServiceProcess(upstream, **environment)
     try:
         for route in ROUTES:
             await stream_once(service.port, route)  # warm up
@@ -106,9 +111,11 @@ async def cpu_per_token(tokens: int = 20_000, runs: int = 3) -> None:
         upstream.stop()
 
 
-async def concurrent_ttft(streams: int = 100, tokens: int = 100, pause: float = 0.02) -> None:
+async def concurrent_ttft(
+    environment: dict[str, str], streams: int = 100, tokens: int = 100, pause: float = 0.02
+) -> None:
     upstream = UpstreamProcess(tokens, pause)
-    service = ServiceProcess(upstream)
+    service = ServiceProcess(upstream, **environment)
     upstream_port = int(upstream.base_url.rsplit(":", 1)[1])
     try:
         print(f"{streams} concurrent streams, {tokens} tokens each, {pause * 1000:.0f} ms apart:")
@@ -134,10 +141,23 @@ async def concurrent_ttft(streams: int = 100, tokens: int = 100, pause: float = 
         upstream.stop()
 
 
-async def main() -> None:
-    await cpu_per_token()
-    await concurrent_ttft()
+async def main(environment: dict[str, str]) -> None:
+    await cpu_per_token(environment)
+    await concurrent_ttft(environment)
+
+
+def run() -> None:
+    if "--redis" not in sys.argv[1:]:
+        uvloop.run(main({}))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
+        redis = RedisServer.start(Path(directory))
+        try:
+            print(f"resumable streams on, REDIS_URL={redis.url}")
+            uvloop.run(main({"REDIS_URL": redis.url}))
+        finally:
+            redis.stop()
 
 
 if __name__ == "__main__":
-    uvloop.run(main())
+    run()

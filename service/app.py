@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from service import metrics_routes, openai_routes, routes, ui_chat
@@ -16,6 +16,7 @@ from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
 from service.http.access_log import AccessLog
+from service.http.stream_response import STREAM_ID_HEADER
 from service.limits import StreamLimits
 from service.prometheus_metrics import PrometheusMetrics
 from service.runtime import Runtime, runtime_of
@@ -68,11 +69,15 @@ def create_app(
         restore_signals = runtime.shutdown.begin_on_signals() if drain_on_signals else None
         level, notice = chosen.startup_notice()
         logger.log(level, notice)
+        if runtime.resume is not None:
+            await runtime.resume.start()
         try:
             yield
         finally:
             if restore_signals is not None:
                 restore_signals()
+            if runtime.resume is not None:
+                await runtime.resume.aclose()
             await chosen.aclose()
             if spans is not None:
                 await asyncio.to_thread(spans.shutdown)  # sends what is still batched
@@ -86,6 +91,16 @@ def create_app(
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
     )
+    shutdown = ShutdownCoordinator(resolved.shutdown_grace_seconds)
+    routers: tuple[APIRouter, ...] = ROUTERS
+    resume = None
+    if resolved.redis_url is not None:
+        # Resumable streams (issue #13): redis is imported only when configured.
+        from service.resume import routes as resume_routes
+        from service.resume.hub import ResumableStreams
+
+        resume = ResumableStreams(resolved, shutdown)
+        routers += (resume_routes.router,)
     app.state.runtime = Runtime(
         settings=resolved,
         chat=ChatService(
@@ -97,10 +112,11 @@ def create_app(
             per_key=resolved.max_streams_per_key,
             on_reject=metrics.limit_rejected,
         ),
-        shutdown=ShutdownCoordinator(resolved.shutdown_grace_seconds),
+        shutdown=shutdown,
+        resume=resume,
         metrics=metrics,
     )
-    for router in ROUTERS:
+    for router in routers:
         app.include_router(router)
     # Middleware added later wraps what was added before: errors are rendered inside CORS, so
     # a 500 carries the CORS headers too.
@@ -115,7 +131,8 @@ def create_app(
             # Any request header: the OpenAI JS SDK sends its own `x-stainless-*` headers, and
             # the origins, not the headers, are what keeps other sites out.
             allow_headers=["*"],
-            expose_headers=["Retry-After", "x-should-retry"],
+            # X-Stream-Id: the id to resume a stream with.
+            expose_headers=["Retry-After", "x-should-retry", STREAM_ID_HEADER],
             max_age=600,
         )
     # Outermost of the service's middleware, so it sees the status of every response (the

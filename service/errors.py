@@ -19,6 +19,11 @@
     ├── UpstreamUnavailable     502      unreachable, 5xx, or it broke off mid-stream
     ├── StreamDeadlineExceeded  504      the stream outlived MAX_STREAM_SECONDS
     ├── ServerShuttingDown      503      this process is stopping; retry elsewhere
+    ├── StreamNotFound          404      no resumable stream with this id (or it expired)
+    ├── StreamExists            409      a stream with this id exists already
+    ├── StreamEventsExpired     410      the events to resume from are no longer stored
+    ├── ResumeUnavailable       503      the stream store (Redis) cannot be reached
+    ├── StreamLost              502      the replica producing a resumed stream died
     ├── RouteError              404/405  no such route or method (Starlette's routing)
     └── InternalError           500      the service itself failed (details in the log only)
 
@@ -232,6 +237,33 @@ class ServerShuttingDown(ServiceError):
 def server_shutting_down() -> ServerShuttingDown:
     # A fresh exception each time: re-raising one instance grows its traceback forever.
     return ServerShuttingDown("the server is shutting down; retry the request")
+
+
+class StreamNotFound(ServiceError):
+    status_code = 404
+    error_type = "stream_not_found"
+
+
+class StreamExists(ServiceError):
+    status_code = 409
+    error_type = "stream_exists"
+
+
+class StreamEventsExpired(ServiceError):
+    status_code = 410
+    error_type = "stream_events_expired"
+
+
+class ResumeUnavailable(ServiceError):
+    status_code = 503
+    error_type = "resume_unavailable"
+    retryable = True
+
+
+class StreamLost(ServiceError):
+    status_code = 502
+    error_type = "stream_lost"
+    retryable = True
 
 
 class RouteError(ServiceError):

@@ -15,6 +15,9 @@ Delivery = Literal[
     "send_timeout",  # the client accepted no bytes for SEND_TIMEOUT_SECONDS
     "shutdown",  # the grace period after SIGTERM ran out
     "internal_error",  # the service itself failed
+    # Resumable streams only (`service.resume`), as their producer saw it:
+    "abandoned",  # every client left and none resumed within RESUME_GRACE_SECONDS
+    "stopped",  # POST /api/chat/{stream_id}/stop
 ]
 # As the stream is logged and counted.
 Outcome = Literal["completed", "cancelled", "error"]
@@ -27,8 +30,10 @@ def outcome_of(delivery: Delivery, upstream_error_type: str | None) -> tuple[Out
         case "delivered" | "refused":
             # The upstream's own result decides.
             return ("error" if upstream_error_type else "completed"), upstream_error_type
-        case "client_left":
+        case "client_left" | "abandoned":
             return "cancelled", upstream_error_type
+        case "stopped":
+            return "cancelled", "stopped_by_request"
         case "send_timeout":
             return "cancelled", "client_send_timeout"
         case "shutdown":

@@ -40,9 +40,9 @@ _GET_FIELDS = {"message", "model", "temperature", "max_tokens"}
 async def chat_stream(request: Request, opening: OpeningDep) -> Response:
     if opening.already_complete:
         return Response(status_code=204)
-    refuse_unknown_parameters(request, _RESPONSE_OPTIONS)
+    refuse_unknown_parameters(request, _RESPONSE_OPTIONS | opening.resume_options)
     body = await read_body(request, opening.runtime.settings.max_body_bytes)
-    return stream_response(opening, parse_chat_request(body))
+    return await stream_response(opening, parse_chat_request(body))
 
 
 @router.get(
@@ -62,9 +62,15 @@ async def chat_stream_get(
 ) -> Response:
     if opening.already_complete:
         return Response(status_code=204)
-    refuse_unknown_parameters(request, _RESPONSE_OPTIONS | _GET_FIELDS)
+    refuse_unknown_parameters(request, _RESPONSE_OPTIONS | _GET_FIELDS | opening.resume_options)
+    resume = opening.runtime.resume
+    if resume is not None and opening.last_event_id is not None:
+        # EventSource reconnecting to this URL mid-stream: the stream it had, resumed.
+        resumed = await resume.reconnect(opening.last_event_id, opening.caller)
+        if resumed is not None:
+            return resumed
     fields = {name: request.query_params[name] for name in _GET_FIELDS & set(request.query_params)}
-    return stream_response(opening, validate_chat_request(fields))
+    return await stream_response(opening, validate_chat_request(fields))
 
 
 @cache

@@ -7,7 +7,7 @@ Routes never read `request.app.state.*` ad hoc (which mypy cannot check); they a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 from starlette.applications import Starlette
@@ -19,6 +19,9 @@ from service.prometheus_metrics import PrometheusMetrics
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 
+if TYPE_CHECKING:  # built only when REDIS_URL is set, so that redis is imported only then
+    from service.resume.hub import ResumableStreams
+
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
@@ -28,6 +31,7 @@ class Runtime:
     stream_limits: StreamLimits
     shutdown: ShutdownCoordinator
     metrics: PrometheusMetrics
+    resume: ResumableStreams | None = None
 
 
 def runtime_of(app: Starlette) -> Runtime:

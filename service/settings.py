@@ -99,6 +99,26 @@ class Settings(BaseSettings):
     cors_allow_origins: str = ""
     cors_allow_credentials: bool = False
 
+    # Resumable streams across replicas (issue #13), off unless REDIS_URL is set: then a stream
+    # outlives a dropped connection for RESUME_GRACE_SECONDS and any replica can resume it
+    # (`service.resume`). With it unset the Redis client is never imported.
+    redis_url: SecretStr | None = None
+    # Prefix of every key and channel, so that several deployments can share one Redis.
+    redis_key_prefix: str = Field(default="llm-stream:", min_length=1, max_length=100)
+    # Connecting and each command; past it Redis counts as unreachable (streams go on without
+    # resume).
+    redis_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
+    # A stream whose every client left is cancelled when none comes back within this long.
+    resume_grace_seconds: float = Field(default=10.0, gt=0, le=3600)
+    # How long a finished stream stays resumable.
+    resume_ttl_seconds: float = Field(default=300.0, gt=0, le=86_400)
+    # A producing replica that has not renewed its lease for this long is taken for dead: its
+    # resuming clients get a retryable `stream_lost` error and the end marker.
+    resume_lease_seconds: float = Field(default=5.0, gt=0, le=600)
+    # The most events a stream keeps in Redis (older ones are trimmed; resuming before them is
+    # refused). Above MAX_OUTPUT_TOKENS, so a whole answer fits.
+    resume_max_events: int = Field(default=20_000, ge=100)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     # Worker processes for `python -m service` (uvicorn's supervisor; one socket shared). The
@@ -127,6 +147,11 @@ class Settings(BaseSettings):
             )
         if self.max_streams_per_key is not None and not self.api_keys:
             raise ConfigurationError("MAX_STREAMS_PER_KEY needs SERVICE_API_KEYS")
+        if self.redis_url is not None and not self.redis_url.get_secret_value().startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            # The value may hold a password: it is not repeated.
+            raise ConfigurationError("REDIS_URL must start with redis://, rediss:// or unix://")
         return self
 
     @property

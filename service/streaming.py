@@ -22,8 +22,8 @@ from service.chat import OpenedStream
 from service.domain import StreamRequest
 from service.error_responses import ErrorRenderer, error_response
 from service.errors import InvalidRequest, PayloadTooLarge, server_shutting_down
-from service.http.stream_response import ChatStreamResponse, StreamTiming
-from service.limits import check_request
+from service.http.stream_response import STREAM_ID_HEADER, ChatStreamResponse, StreamTiming
+from service.limits import StreamSlot, check_request
 from service.outcomes import Delivery
 from service.runtime import Runtime, RuntimeDep
 from service.wire.base import Encoder
@@ -80,6 +80,14 @@ class StreamOpening:
     request_state: State
     # The route's path template (`/api/chat/stream`, `/api/chat`): a bounded label.
     endpoint: str
+    last_event_id: str | None = None
+    # With REDIS_URL set, streams outlive a dropped connection unless `resumable=false`.
+    resumable: bool = False
+
+    @property
+    def resume_options(self) -> set[str]:
+        """The query parameters resumable streams add (none without REDIS_URL)."""
+        return {"resumable"} if self.runtime.resume is not None else set()
 
 
 async def open_stream_request(
@@ -99,8 +107,18 @@ async def open_stream_request(
         chunking=chunking,
         already_complete=is_finished_stream_id(last_event_id),
         request_state=request.state,
+        last_event_id=last_event_id,
+        resumable=runtime.resume is not None and _resumable(request),
         endpoint=getattr(request.scope.get("route"), "path", "other"),
     )
+
+
+def _resumable(request: Request) -> bool:
+    """The `resumable` query parameter (accepted only with REDIS_URL set), default true."""
+    value = request.query_params.get("resumable", "true")
+    if value not in ("true", "false"):
+        raise InvalidRequest(f"resumable: must be true or false; got {value[:20]!r}")
+    return value == "true"
 
 
 OpeningDep = Annotated[StreamOpening, Depends(open_stream_request)]
@@ -158,29 +176,64 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(received)
 
 
-def stream_response(
-    opening: StreamOpening, chat_request: StreamRequest, *, format_name: str | None = None
+async def stream_response(
+    opening: StreamOpening,
+    chat_request: StreamRequest,
+    *,
+    format_name: str | None = None,
+    chat_id: str | None = None,
 ) -> ChatStreamResponse:
     """The response streaming `chat_request`, in `format_name` (an endpoint's own format) or
     else the one the request negotiated. Refuses before any upstream call: 422 beyond the size
-    limits, 406 for an unproducible `Accept`, 429 at the stream limits."""
+    limits, 406 for an unproducible `Accept`, 429 at the stream limits. With REDIS_URL set, the
+    stream is resumable (`service.resume`), and `chat_id` names it as that chat's active one."""
     runtime = opening.runtime
     settings = runtime.settings
     check_request(chat_request, settings)
     wire_format = FORMATS[format_name or choose_format(opening.format_name, opening.accept)]
-    return respond(
-        runtime,
-        opening.caller,
-        opening.request_state,
-        lambda: runtime.chat.open_stream(
+    headers = {**wire_format.headers, "Vary": "Accept"}
+
+    def open_stream() -> OpenedStream:
+        return runtime.chat.open_stream(
             chat_request,
             received_at=opening.received_at,
             endpoint=opening.endpoint,
             word_chunks=opening.chunking == "word",
-        ),
-        lambda stream_id: wire_format.make_encoder(settings, stream_id),
-        wire_format=wire_format.name,
-        headers={**wire_format.headers, "Vary": "Accept"},
+        )
+
+    def make_encoder(stream_id: str) -> Encoder:
+        return wire_format.make_encoder(settings, stream_id)
+
+    if runtime.resume is None or not opening.resumable:
+        return respond(
+            runtime,
+            opening.caller,
+            opening.request_state,
+            open_stream,
+            make_encoder,
+            wire_format=wire_format.name,
+            headers=headers,
+        )
+    slot, opened = _take_slot_and_open(
+        runtime, opening.caller, opening.request_state, open_stream, wire_format.name
+    )
+    try:
+        followed = await runtime.resume.produce(
+            opened, wire_format.name, slot, opening.caller, chat_id=chat_id
+        )
+    except BaseException:
+        slot.release()
+        await opened.events.aclose()
+        raise
+    if followed is None:  # the store cannot be reached: streamed directly
+        return _response(runtime, opened, make_encoder, _recording(slot, opened), headers=headers)
+    # The stream's producer outlives this response, and records the stream (issue #13).
+    return _response(
+        runtime,
+        opened._replace(events=followed),
+        make_encoder,
+        _recorded_by_producer,
+        headers={**headers, STREAM_ID_HEADER: opened.stream_id},
     )
 
 
@@ -200,22 +253,58 @@ def respond(
     ends; the stream is recorded then. `wire_format` names the encoding for metrics;
     `render_error` shapes an error before the first event. The stream id goes into
     `request_state`, for the access log (`service.http.access_log`)."""
+    slot, opened = _take_slot_and_open(runtime, caller, request_state, open_stream, wire_format)
+    return _response(
+        runtime,
+        opened,
+        make_encoder,
+        _recording(slot, opened),
+        render_error=render_error,
+        headers=headers,
+    )
+
+
+def _take_slot_and_open(
+    runtime: Runtime,
+    caller: str | None,
+    request_state: State,
+    open_stream: Callable[[], OpenedStream],
+    wire_format: str,
+) -> tuple[StreamSlot, OpenedStream]:
     slot = runtime.stream_limits.acquire(caller)
     opened = open_stream()
-    recorder = opened.recorder
-    recorder.wire_format = wire_format
     request_state.stream_id = opened.stream_id
+    opened.recorder.wire_format = wire_format
+    return slot, opened
 
+
+def _recording(slot: StreamSlot, opened: OpenedStream) -> Callable[[Delivery], None]:
     def on_finish(delivery: Delivery) -> None:
         slot.release()
-        recorder.finish(delivery)
+        opened.recorder.finish(delivery)
 
+    return on_finish
+
+
+def _recorded_by_producer(delivery: Delivery) -> None:
+    """A resumable stream is recorded by its producer, not by one of its responses."""
+
+
+def _response(
+    runtime: Runtime,
+    opened: OpenedStream,
+    make_encoder: Callable[[str], Encoder],
+    on_finish: Callable[[Delivery], None],
+    *,
+    render_error: ErrorRenderer = error_response,
+    headers: Mapping[str, str] | None = None,
+) -> ChatStreamResponse:
     return ChatStreamResponse(
         opened.events,
         make_encoder(opened.stream_id),
         timing=StreamTiming.from_settings(runtime.settings),
         on_finish=on_finish,
-        on_heartbeat=recorder.count_heartbeat,
+        on_heartbeat=opened.recorder.count_heartbeat,
         cut_off=runtime.shutdown.grace_expired,
         headers=headers,
         render_error=render_error,

@@ -85,9 +85,9 @@ class UIChatRequest(BaseModel):
         return StreamRequest(messages, self.model, self.temperature, self.max_tokens)
 
 
-def parse_ui_chat_request(body: bytes) -> StreamRequest:
+def parse_ui_chat_request(body: bytes) -> UIChatRequest:
     try:
-        return UIChatRequest.model_validate_json(body, strict=True).to_stream_request()
+        return UIChatRequest.model_validate_json(body, strict=True)
     except ValidationError as error:
         raise describe_validation_error(error) from None
 
@@ -116,6 +116,10 @@ def parse_ui_chat_request(body: bytes) -> StreamRequest:
     },
 )
 async def ui_chat(request: Request, opening: OpeningDep) -> Response:
-    refuse_unknown_parameters(request, {"chunking"})
+    refuse_unknown_parameters(request, {"chunking"} | opening.resume_options)
     body = await read_body(request, opening.runtime.settings.max_body_bytes)
-    return stream_response(opening, parse_ui_chat_request(body), format_name=FORMAT.name)
+    chat = parse_ui_chat_request(body)
+    # With REDIS_URL, the chat's id names its active stream for useChat's resume.
+    return await stream_response(
+        opening, chat.to_stream_request(), format_name=FORMAT.name, chat_id=chat.id
+    )

@@ -18,7 +18,7 @@ nginx. `location_extra` adds directives to the `location` for control experiment
 (https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_ignore_headers). `locations`
 replaces the stock `location /` with the caller's own blocks (the web server of a built frontend:
 static files, and `/api/` proxied with the README's settings); `{backend}` in it is the
-backend's URL.
+backend's URL. `more_backends` puts several replicas behind it, balanced round-robin.
 
 Everything nginx writes (pid, logs, temp files, lock) stays inside the directory, it listens on
 127.0.0.1 only, and it works both as root (`user root;`, so the worker does not switch to an
@@ -32,7 +32,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from testkit.ports import free_port, wait_until_listening
@@ -56,11 +56,18 @@ def render_config(
     backend_port: int,
     location_extra: str,
     locations: str | None = None,
+    more_backends: Sequence[int] = (),
 ) -> str:
     """The whole nginx.conf: one server with `locations`, by default one `location /` that only
-    does `proxy_pass`."""
+    does `proxy_pass`; with `more_backends`, to an `upstream` group that nginx balances
+    round-robin, its default, with no stickiness
+    (https://nginx.org/en/docs/http/ngx_http_upstream_module.html#upstream)."""
+    backend, group = f"http://127.0.0.1:{backend_port}", ""
+    if more_backends:
+        servers = "".join(f"server 127.0.0.1:{port}; " for port in (backend_port, *more_backends))
+        backend, group = "http://backends", f"upstream backends {{ {servers}}}"
     blocks = (locations or STOCK_LOCATIONS.format(location_extra=location_extra)).replace(
-        "{backend}", f"http://127.0.0.1:{backend_port}"
+        "{backend}", backend
     )
     # As root the worker would switch to the compiled-in user (`nobody`), which may not be able
     # to read the temp directory: https://nginx.org/en/docs/ngx_core_module.html#user. As a
@@ -76,13 +83,16 @@ events {{
     worker_connections 256;
 }}
 http {{
-    access_log {d}/access.log;
+    # Which backend served each request, and the Last-Event-ID it carried (resume tests).
+    log_format served '$request_method $request_uri $status "$http_last_event_id" $upstream_addr';
+    access_log {d}/access.log served;
     # Debian's compiled-in temp paths are under /var/lib/nginx; keep them private.
     client_body_temp_path {d}/client_body;
     proxy_temp_path {d}/proxy;
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
+    {group}
     server {{
         listen 127.0.0.1:{listen_port};
 {blocks}
@@ -103,6 +113,16 @@ class NginxProxy:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def access_log(self) -> list[str]:
+        """One line per request logged so far: method, URI, status, the Last-Event-ID header
+        in quotes ("-" if none), and the backend that served it (`host:port`)."""
+        path = self.directory / "access.log"
+        return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+    def served_by(self) -> list[str]:
+        """The backend address (`host:port`) of each request logged so far, in order."""
+        return [line.rsplit(" ", 1)[-1] for line in self.access_log()]
+
     def error_log(self) -> str:
         path = self.directory / "error.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -115,6 +135,7 @@ class NginxProxy:
         location_extra: str = "",
         locations: str | None = None,
         directory: Path | None = None,
+        more_backends: Sequence[int] = (),
     ) -> NginxProxy:
         """Start nginx proxying to `backend_port`; returns once its port accepts connections.
 
@@ -131,7 +152,9 @@ class NginxProxy:
             work.mkdir(parents=True)
             port = free_port()
             config = work / "nginx.conf"
-            config.write_text(render_config(work, port, backend_port, location_extra, locations))
+            config.write_text(
+                render_config(work, port, backend_port, location_extra, locations, more_backends)
+            )
             # -p: prefix for relative paths; -e: the error log used before the config is read;
             # daemon off keeps nginx our child: https://nginx.org/en/docs/ngx_core_module.html#daemon
             process = subprocess.Popen(

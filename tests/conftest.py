@@ -15,6 +15,7 @@ from playwright.sync_api import Browser, Error, Page, sync_playwright
 from testkit.browser import PAGE_TIMEOUT_MS, launch_chromium
 from testkit.fake_upstream import FakeUpstream
 from testkit.nginx import NginxFactory, NginxProxy
+from testkit.redis_server import RedisServer
 from testkit.service_process import is_service_variable
 from testkit.services import (
     TEST_KEY,
@@ -35,6 +36,7 @@ SERVER_FIXTURES = frozenset(
         "service_factory",
         "upstream_service",
         "nginx_factory",
+        "redis_server",
         "browser",
         "page",
     }
@@ -125,6 +127,15 @@ def nginx_factory(tmp_path: Path) -> Iterator[NginxFactory]:
     yield start
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server for one test, stopped at its end (an error if it is missing:
+    scripts/install-system-deps.sh installs it)."""
+    server = RedisServer.start(tmp_path / "redis")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

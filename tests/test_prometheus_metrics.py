@@ -11,6 +11,7 @@ from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_even
 from testkit.metrics_reader import scrape
 from testkit.openai_fakes import chat_completion_body
 from testkit.raw_client import open_stream, read_until
+from testkit.redis_server import RedisServer
 from testkit.services import TEST_KEY, RunningService, ServiceFactory
 from testkit.sse_client import stream_chat
 
@@ -256,3 +257,26 @@ def test_every_endpoint_family_is_recorded_with_its_route_and_format(
     assert metrics.value("llm_streams_total", outcome="completed") == len(requests)
     assert metrics.value("gen_ai_client_token_usage_sum", gen_ai_token_type="input") == 3 * 7 + 5
     assert metrics.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == 3 * 2 + 3
+
+
+def test_a_resumed_stream_is_counted_once_by_its_producer(
+    service_factory: ServiceFactory, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    running = against(service_factory, upstream, redis_url=redis_server.url)
+    upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=0.1))
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", running.base_url + "/api/chat/stream", json={"prompt": "hi"}) as cut,
+    ):
+        stream_id = cut.headers["x-stream-id"]
+        next(cut.iter_bytes())  # some of it, then the client goes
+    resumed = httpx.get(running.base_url + f"/api/chat/stream/{stream_id}", timeout=30)
+    assert resumed.text.endswith("data: [DONE]\n\n")
+    (summary,) = running.wait_for_summaries(1)
+    assert summary["outcome"] == "completed"
+
+    metrics = scrape(running.base_url)
+    assert metrics.value("llm_streams_total", outcome="completed", format="sse", **ROUTE) == 1
+    assert metrics.value("llm_streams_total") == 1
+    assert metrics.value("llm_streams_in_flight") == 0
+    assert metrics.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == 11

@@ -61,6 +61,9 @@ STREAM_HEADERS = {
     # https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_buffering
     "X-Accel-Buffering": "no",
 }
+# A resumable stream's id (`service.resume`), for clients of formats without event ids (NDJSON,
+# plain text) to resume with.
+STREAM_ID_HEADER = "X-Stream-Id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,17 +109,22 @@ class ChatStreamResponse(Response):
         cut_off: asyncio.Event | None = None,
         headers: Mapping[str, str] | None = None,
         render_error: ErrorRenderer = error_response,
+        goes_on_elsewhere: bool = False,
     ) -> None:
         """`on_finish` is called once with how the response ended, `on_heartbeat` after each
         heartbeat sent; `cut_off`, when set, ends the stream in-band as `server_shutting_down`
-        (the shutdown grace ran out); `render_error` gives an error before the first event its
-        shape (the endpoint family's: `service.error_responses`)."""
+        (the shutdown grace ran out), or, when the stream `goes_on_elsewhere` (a client
+        following a resumable stream produced by another replica), ends the body with neither
+        notice nor end marker, so that the client resumes it from another replica (an
+        `EventSource` does so by itself); `render_error` gives an error before the first event
+        its shape (the endpoint family's: `service.error_responses`)."""
         self._events = events
         self._render_error = render_error
         self._encoder = encoder
         self._heartbeat_seconds = timing.heartbeat_seconds
         self._send_timeout_seconds = timing.send_timeout_seconds
         self._cut_off = cut_off
+        self._goes_on_elsewhere = goes_on_elsewhere
         self._on_finish = on_finish
         self._on_heartbeat = on_heartbeat
         self.background = None
@@ -246,7 +254,10 @@ class ChatStreamResponse(Response):
             return "internal_error"
         # Short: uvicorn's own graceful timeout (grace + 5 s) must not cut the notice off.
         await self._end_in_band(
-            send, server_shutting_down(), within=min(2.0, self._send_timeout_seconds)
+            send,
+            server_shutting_down(),
+            within=min(2.0, self._send_timeout_seconds),
+            notice=not self._goes_on_elsewhere,
         )
         return "shutdown"
 
@@ -315,15 +326,17 @@ class ChatStreamResponse(Response):
             self._on_heartbeat()
 
     async def _end_in_band(
-        self, send: Send, error: ServiceError, within: float | None = None
+        self, send: Send, error: ServiceError, within: float | None = None, notice: bool = True
     ) -> None:
         """End a stream that was cut: the error event (unless a terminal event already went
-        out) and the end marker, never anything after the end marker. Bounded by the send
-        timeout, so a stalled client cannot hold the process."""
+        out) and the end marker (neither without `notice`), never anything after the end
+        marker. Bounded by the send timeout, so a stalled client cannot hold the process."""
         if self._closed:
             return
-        body = b"" if self._terminal_sent else self._encoder.encode(StreamFailed(error))
-        body += self._encoder.close()
+        body = b""
+        if notice:
+            body = b"" if self._terminal_sent else self._encoder.encode(StreamFailed(error))
+            body += self._encoder.close()
         try:
             async with asyncio.timeout(within or self._send_timeout_seconds):
                 await send({"type": "http.response.body", "body": body, "more_body": False})
