@@ -3,7 +3,7 @@ import { cleanup, render, screen, waitFor, within } from "@testing-library/react
 import userEvent from "@testing-library/user-event";
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { App } from "../App";
-import { fakeService, jsonResponse, ui, type RecordedRequest } from "../testing/fakeService";
+import { fakeService as streamingService, jsonResponse, ui, type RecordedRequest } from "../testing/fakeService";
 
 // The app loads this panel lazily; loading the AI SDK the first time can take seconds on a busy
 // machine, longer than a findBy* waits, so it is loaded before the tests.
@@ -14,6 +14,17 @@ beforeEach(() => {
   window.history.replaceState(null, "", "/?mode=usechat");
 });
 afterEach(cleanup);
+
+type Respond = (request: RecordedRequest) => Response | "stream";
+
+const notFound = () => jsonResponse(404, { error: { type: "not_found", message: "Not Found" } });
+const isResumeOrStop = (request: RecordedRequest) => request.method === "GET" || request.url.endsWith("/stop");
+
+/** The fake service as one without `REDIS_URL` (no resume or stop routes: 404), so useChat's
+ * resume on load finds nothing; `respond` answers the chat requests (streams by default). */
+function fakeService(respond: Respond = () => "stream") {
+  return streamingService((request) => (isResumeOrStop(request) ? notFound() : respond(request)));
+}
 
 const lastAnswer = () => screen.getAllByTestId("assistant").at(-1)!;
 
@@ -192,5 +203,87 @@ describe("the useChat path (POST /api/chat, UI message stream)", () => {
     response.write(answer(["Welcome"], {}));
     response.end();
     await waitFor(() => expect(lastAnswer().dataset.state).toBe("done"));
+  });
+
+  it("Stop also asks the service to stop the chat's stream, with the key, and a 404 stays quiet", async () => {
+    sessionStorage.setItem("chat.apiKey", "sk-ui");
+    const service = fakeService();
+    render(<App fetch={service.fetch} />);
+    const user = await ask("Long one");
+    const response = await service.nextResponse();
+    response.write(ui.chunk({ type: "start", messageId: "m" }) + ui.chunk({ type: "text-start", id: "t" }));
+    response.write(ui.chunk({ type: "text-delta", id: "t", delta: "Partial" }));
+    await waitFor(() => expect(lastAnswer().textContent).toContain("Partial"));
+    await user.click(screen.getByRole("button", { name: "Stop" }));
+    const id = bodyOf(response.request).id;
+    const stops = () => service.requests.filter((request) => request.url.endsWith("/stop"));
+    await waitFor(() => expect(stops()).toHaveLength(1));
+    expect(stops()[0]!.method).toBe("POST");
+    expect(stops()[0]!.url).toBe(`/api/chat/${id}/stop`);
+    expect(stops()[0]!.headers.get("Authorization")).toBe("Bearer sk-ui");
+    expect(response.request.signal?.aborted).toBe(true);
+    // The service without Redis answered the stop 404: the answer is just stopped.
+    await waitFor(() => expect(lastAnswer().dataset.state).toBe("stopped"));
+    expect(within(lastAnswer()).queryByRole("alert")).toBeNull();
+  });
+
+  it("sends the stop without a key when none is set", async () => {
+    const service = fakeService();
+    render(<App fetch={service.fetch} />);
+    const user = await ask("Long one");
+    const response = await service.nextResponse();
+    response.write(ui.chunk({ type: "start", messageId: "m" }));
+    await user.click(await screen.findByRole("button", { name: "Stop" }));
+    await waitFor(() => expect(service.requests.filter((request) => request.url.endsWith("/stop"))).toHaveLength(1));
+    const stop = service.requests.find((request) => request.url.endsWith("/stop"))!;
+    expect(stop.url).toBe(`/api/chat/${bodyOf(response.request).id}/stop`);
+    expect(stop.headers.has("Authorization")).toBe(false);
+  });
+
+  it("keeps the chat id and messages across a reload and resumes the active stream", async () => {
+    sessionStorage.setItem("chat.apiKey", "sk-ui");
+    const before = fakeService();
+    render(<App fetch={before.fetch} />);
+    // On load, useChat asks for the chat's active stream; without Redis that is a quiet 404.
+    await waitFor(() => expect(before.requests.some((request) => request.method === "GET")).toBe(true));
+    await ask("First question");
+    const first = await before.nextResponse();
+    first.write(answer(["First answer"], {}));
+    first.end();
+    await waitFor(() => expect(lastAnswer().dataset.state).toBe("done"));
+    const id = bodyOf(first.request).id;
+    expect(within(lastAnswer()).queryByRole("alert")).toBeNull();
+    await ask("Second question");
+    const second = await before.nextResponse();
+    second.write(ui.chunk({ type: "start", messageId: "msg-2" }) + ui.chunk({ type: "text-start", id: "t" }));
+    second.write(ui.chunk({ type: "text-delta", id: "t", delta: "Resu" }));
+    await waitFor(() => expect(lastAnswer().textContent).toContain("Resu"));
+    cleanup(); // the page goes away mid-answer; sessionStorage stays, as it does over a reload
+
+    // The reloaded page: the service has an answer in flight for this chat and replays it.
+    const after = streamingService((request) => (request.url.endsWith("/stop") ? notFound() : "stream"));
+    render(<App fetch={after.fetch} />);
+    const resumed = await after.nextResponse();
+    expect(resumed.request.method).toBe("GET");
+    expect(resumed.request.url).toBe(`/api/chat/${id}/stream`);
+    expect(resumed.request.headers.get("Authorization")).toBe("Bearer sk-ui");
+    expect(screen.getAllByTestId("assistant")[0]!.textContent).toContain("First answer");
+    // The replay starts from `start`: the half answer kept from before is rebuilt, not doubled.
+    resumed.write(answer(["Resumed", " answer"], {}, "msg-2"));
+    resumed.end();
+    await waitFor(() => expect(lastAnswer().textContent).toContain("Resumed answer"));
+    await waitFor(() => expect(lastAnswer().dataset.state).toBe("done"));
+    expect(screen.getAllByTestId("assistant")).toHaveLength(2);
+
+    await ask("Next question");
+    const next = await after.nextResponse();
+    expect(bodyOf(next.request).id).toBe(id);
+    expect(conversation(next.request)).toEqual([
+      { role: "user", text: "First question" },
+      { role: "assistant", text: "First answer" },
+      { role: "user", text: "Second question" },
+      { role: "assistant", text: "Resumed answer" },
+      { role: "user", text: "Next question" },
+    ]);
   });
 });

@@ -2,8 +2,14 @@
  * The same chat through the Vercel AI SDK: `useChat` from `@ai-sdk/react` with
  * `DefaultChatTransport` posting to `/api/chat`, which answers in the UI message stream
  * protocol (header `x-vercel-ai-ui-message-stream: v1`). Stop calls `useChat`'s `stop()`, which
- * aborts the fetch and so the generation; Retry calls `regenerate()`. Unmounting the panel
- * (switching paths) stops too: `useChat` stops the chat it created when it unmounts.
+ * aborts the fetch and so the generation, and also `POST /api/chat/{chatId}/stop`: with
+ * `REDIS_URL` set the service otherwise keeps generating for its grace period, waiting for the
+ * client to resume (issue 13). Retry calls `regenerate()`. Unmounting the panel (switching
+ * paths) stops too: `useChat` stops the chat it created when it unmounts, and the panel sends
+ * the stop request if an answer was coming.
+ *
+ * The chat id and messages survive a reload (`./chatSession`), and `resume: true` makes
+ * `useChat` ask for the chat's active stream on load, which the service replays from `start`.
  */
 import { useChat } from "@ai-sdk/react";
 import { DefaultChatTransport, type UIMessage } from "ai";
@@ -13,6 +19,7 @@ import { AssistantMessage, UserMessage } from "../components/AssistantMessage";
 import { Composer } from "../components/Composer";
 import { Conversation } from "../components/Conversation";
 import { API_BASE } from "../config";
+import { chatId, resumeFetch, stopOnService, storedMessages, storeMessages } from "./chatSession";
 import { answerErrorFromUseChat, metricsFromMetadata } from "./metadata";
 
 interface Ending {
@@ -36,14 +43,17 @@ export function UseChatPanel({
 }) {
   const keyRef = useRef(apiKey);
   keyRef.current = apiKey;
-  // One transport for the panel's life; the key is read at each request.
+  const fetchRef = useRef(fetch);
+  fetchRef.current = fetch;
+  // One chat and one transport for the panel's life; the key is read at each request.
+  const [session] = useState(() => ({ id: chatId(), messages: storedMessages() }));
   const [transport] = useState(
     () =>
       new DefaultChatTransport<UIMessage>({
         api,
         headers: (): Record<string, string> =>
           keyRef.current ? { Authorization: `Bearer ${keyRef.current}` } : {},
-        ...(fetch ? { fetch } : {}),
+        fetch: resumeFetch((input, init) => (fetchRef.current ?? globalThis.fetch)(input, init)),
       }),
   );
   const [endings, setEndings] = useState<Record<string, Ending>>({});
@@ -54,12 +64,28 @@ export function UseChatPanel({
   const sentAt = useRef(0);
   const [firstTextMs, setFirstTextMs] = useState<Record<string, number>>({});
   const { messages, sendMessage, status, error, stop, regenerate, setMessages } = useChat({
+    id: session.id,
+    messages: session.messages,
+    resume: true,
     transport,
     onFinish: ({ message, isAbort, finishReason }) =>
       setEndings((current) => ({ ...current, [message.id]: { stopped: isAbort, finishReason } })),
   });
   const busy = status === "submitted" || status === "streaming";
   const last = messages.at(-1);
+
+  useEffect(() => storeMessages(messages), [messages]);
+
+  const stopOnServer = useCallback(
+    () => void stopOnService(api, session.id, keyRef.current, fetchRef.current),
+    [api, session.id],
+  );
+  // Leaving the panel with an answer coming: useChat aborts its fetch; this ends the generation.
+  const busyRef = useRef(busy);
+  busyRef.current = busy;
+  useEffect(() => () => {
+    if (busyRef.current) stopOnServer();
+  }, [stopOnServer]);
   const failure = useMemo(
     () => (status === "error" && error ? answerErrorFromUseChat(error) : undefined),
     [status, error],
@@ -83,7 +109,8 @@ export function UseChatPanel({
   const onStop = useCallback(() => {
     if (messages.at(-1)?.role === "user") setStoppedEarly(true);
     void stop();
-  }, [messages, stop]);
+    stopOnServer();
+  }, [messages, stop, stopOnServer]);
 
   const retry = useCallback(() => {
     sentAt.current = performance.now();
