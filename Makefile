@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 LOCK_OPTIONS := $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" --quiet
 
-.PHONY: run test check lint check-deploy system-deps frontend node-tests bench bench-compare lock clean
+.PHONY: run test check lint check-deploy check-monitoring system-deps frontend node-tests bench bench-compare lock clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -61,7 +61,15 @@ check-deploy: $(VENV)/.dev-installed
 	$(BIN)/kubernetes-validate --strict --quiet -k 1.29.0 $(K8S_MANIFESTS)
 	$(BIN)/kubernetes-validate --strict --quiet $(K8S_MANIFESTS)
 
-# Debian's chromium, nginx and redis-server, which the browser, proxy and resume tests drive.
+# The example Prometheus configuration and its alert rules, checked and unit-tested with
+# Debian's promtool (tests/test_prometheus_scrape.py runs them in a real Prometheus too).
+check-monitoring: system-deps
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/alerts.yml
+	promtool test rules deploy/prometheus/tests/alerts_test.yml
+
+# Debian's chromium, nginx, redis-server and prometheus, which the browser, proxy, resume and
+# monitoring tests drive.
 system-deps:
 	@scripts/install-system-deps.sh
 
@@ -84,7 +92,7 @@ tests/node/node_modules/.installed: tests/node/package.json tests/node/package-l
 
 node-tests: tests/node/node_modules/.installed
 
-test: system-deps lint check-deploy frontend node-tests
+test: system-deps lint check-deploy check-monitoring frontend node-tests
 	$(BIN)/pytest
 
 bench: system-deps $(VENV)/.dev-installed

@@ -1,19 +1,15 @@
-"""`python -m service`: validate the configuration, then serve with uvicorn (`service.server`)."""
+"""`python -m service`: validate the configuration, then serve with uvicorn (uvloop, httptools),
+in `WORKERS` processes (`service.workers`)."""
 
 from __future__ import annotations
 
 import sys
-from types import FrameType
 
-import uvicorn
 from pydantic import ValidationError
 
-from service.app import create_app
 from service.logging_config import configure_logging
-from service.runtime import runtime_of
-from service.server import uvicorn_config
 from service.settings import Settings
-from service.shutdown import ShutdownCoordinator
+from service.workers import serve
 
 
 def describe_configuration_error(error: ValidationError) -> str:
@@ -26,18 +22,6 @@ def describe_configuration_error(error: ValidationError) -> str:
     return "configuration error:\n" + "\n".join(lines)
 
 
-class GracefulServer(uvicorn.Server):
-    """uvicorn, telling the app when SIGTERM/SIGINT arrives so it can drain (service.shutdown)."""
-
-    def __init__(self, config: uvicorn.Config, on_exit: ShutdownCoordinator) -> None:
-        super().__init__(config)
-        self._shutdown = on_exit
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        self._shutdown.begin()
-        super().handle_exit(sig, frame)
-
-
 def main() -> None:
     try:
         settings = Settings()
@@ -45,8 +29,7 @@ def main() -> None:
         print(describe_configuration_error(error), file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
-    app = create_app(settings)
-    GracefulServer(uvicorn_config(app, settings), runtime_of(app).shutdown).run()
+    serve(settings)
 
 
 if __name__ == "__main__":

@@ -6,39 +6,67 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from service import openai_routes, routes, ui_chat
+from service import metrics_routes, openai_routes, routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.error_responses import install_error_handlers
 from service.http.access_log import AccessLog
 from service.http.stream_response import STREAM_ID_HEADER
 from service.limits import StreamLimits
+from service.prometheus_metrics import PrometheusMetrics
 from service.runtime import Runtime, runtime_of
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 from service.upstream.base import ChatUpstream
 from service.upstream.providers import build_upstream
 
+if TYPE_CHECKING:
+    from service.traces import StreamSpans
+
 logger = logging.getLogger("service")
 
 # Every endpoint family: adding one is a module with an `APIRouter` plus one entry here.
-ROUTERS = (routes.router, ui_chat.router, openai_routes.router)
+ROUTERS = (routes.router, ui_chat.router, openai_routes.router, metrics_routes.router)
 
 
-def create_app(settings: Settings | None = None, upstream: ChatUpstream | None = None) -> FastAPI:
+def stream_spans(settings: Settings) -> StreamSpans | None:
+    """Traces, when `OTEL_EXPORTER_OTLP_ENDPOINT` asks for them (`service.traces`)."""
+    if settings.otel_exporter_otlp_endpoint is None:
+        return None
+    from service.traces import StreamSpans  # the SDK is loaded only when traces are wanted
+
+    return StreamSpans(settings.otel_exporter_otlp_endpoint)
+
+
+def create_app(
+    settings: Settings | None = None,
+    upstream: ChatUpstream | None = None,
+    *,
+    drain_on_signals: bool = False,
+) -> FastAPI:
     """Build the app. `settings` default to the environment; `upstream` to the configured
-    provider's (`service.upstream.providers`)."""
+    provider's (`service.upstream.providers`). With `drain_on_signals` (what `python -m
+    service` serves), SIGTERM and SIGINT start the graceful drain (`service.shutdown`)."""
     resolved = settings if settings is not None else Settings()
-    chosen = upstream if upstream is not None else build_upstream(resolved)
+    metrics = PrometheusMetrics(resolved)
+    spans = stream_spans(resolved)
+    chosen = (
+        upstream
+        if upstream is not None
+        else build_upstream(resolved, on_retry=metrics.upstream_retried)
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = runtime_of(app)
         runtime.shutdown.attach(asyncio.get_running_loop())
+        # Here the server has installed its own signal handlers, which this one passes on to.
+        restore_signals = runtime.shutdown.begin_on_signals() if drain_on_signals else None
         level, notice = chosen.startup_notice()
         logger.log(level, notice)
         if runtime.resume is not None:
@@ -46,9 +74,13 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         try:
             yield
         finally:
+            if restore_signals is not None:
+                restore_signals()
             if runtime.resume is not None:
                 await runtime.resume.aclose()
             await chosen.aclose()
+            if spans is not None:
+                await asyncio.to_thread(spans.shutdown)  # sends what is still batched
 
     docs = resolved.serve_docs
     app = FastAPI(
@@ -71,13 +103,18 @@ def create_app(settings: Settings | None = None, upstream: ChatUpstream | None =
         routers += (resume_routes.router,)
     app.state.runtime = Runtime(
         settings=resolved,
-        chat=ChatService(resolved, chosen),
+        chat=ChatService(
+            resolved, chosen, observers=(metrics,) if spans is None else (metrics, spans)
+        ),
         api_keys=APIKeys(resolved.api_keys),
         stream_limits=StreamLimits(
-            per_process=resolved.max_concurrent_streams, per_key=resolved.max_streams_per_key
+            per_process=resolved.max_concurrent_streams,
+            per_key=resolved.max_streams_per_key,
+            on_reject=metrics.limit_rejected,
         ),
         shutdown=shutdown,
         resume=resume,
+        metrics=metrics,
     )
     for router in routers:
         app.include_router(router)

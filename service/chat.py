@@ -17,7 +17,7 @@ from service.chunking import rechunk_words
 from service.deadline import within_deadline
 from service.domain import CompletionParams, PassthroughParams, PassthroughRequest, StreamRequest
 from service.events import ResponseEvent, UpstreamEvent
-from service.metrics import StreamRecorder
+from service.metrics import StreamObserver, StreamRecorder
 from service.relay import relay
 from service.settings import Settings
 from service.upstream.base import ChatUpstream
@@ -34,9 +34,16 @@ class OpenedStream(NamedTuple):
 
 
 class ChatService:
-    def __init__(self, settings: Settings, upstream: ChatUpstream) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: ChatUpstream,
+        observers: tuple[StreamObserver, ...] = (),
+    ) -> None:
+        """`observers` watch every stream's record (metrics, traces)."""
         self.settings = settings
         self.upstream = upstream
+        self.observers = observers
 
     def open_stream(
         self,
@@ -47,7 +54,9 @@ class ChatService:
         word_chunks: bool = False,
     ) -> OpenedStream:
         """The stream's id, its response events and its recorder; nothing runs until the events
-        are iterated. The caller reports how the response ended (`recorder.finish`)."""
+        are iterated. The caller reports how the response ended (`recorder.finish`), which
+        every stream must: the observers count it as open until then. `endpoint` is the route
+        (its template) that serves it."""
         model = self.upstream.resolve_model(request.model)
         params = CompletionParams(
             model=model,
@@ -84,6 +93,7 @@ class ChatService:
             provider=self.upstream.provider,
             received_at=received_at,
             endpoint=endpoint,
+            observers=self.observers,
         )
 
     def _open(

@@ -12,6 +12,7 @@ idempotent and `ChatStreamResponse` calls it in a `finally`.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from service.domain import RequestSize, StreamRequest
 from service.errors import InvalidRequest, TooManyStreams
@@ -71,19 +72,29 @@ class StreamSlot:
 
 
 class StreamLimits:
-    def __init__(self, *, per_process: int, per_key: int | None) -> None:
+    def __init__(
+        self,
+        *,
+        per_process: int,
+        per_key: int | None,
+        on_reject: Callable[[str], None] | None = None,
+    ) -> None:
+        """`on_reject` is told which limit refused a stream: `per_process` or `per_key`."""
         self._per_process = per_process
         self._per_key = per_key
+        self._on_reject = on_reject
         self.active = 0
         self._by_key: Counter[str] = Counter()
 
     def acquire(self, key: str | None) -> StreamSlot:
         if self.active >= self._per_process:
+            self._rejected("per_process")
             raise TooManyStreams(
                 f"this server is at its limit of {self._per_process} concurrent streams",
                 retry_after_seconds=_RETRY_AFTER_SECONDS,
             )
         if key is not None and self._per_key is not None and self._by_key[key] >= self._per_key:
+            self._rejected("per_key")
             raise TooManyStreams(
                 f"this API key is at its limit of {self._per_key} concurrent streams",
                 retry_after_seconds=_RETRY_AFTER_SECONDS,
@@ -92,6 +103,10 @@ class StreamLimits:
         if key is not None:
             self._by_key[key] += 1
         return StreamSlot(self, key)
+
+    def _rejected(self, limit: str) -> None:
+        if self._on_reject is not None:
+            self._on_reject(limit)
 
     def _give_back(self, key: str | None) -> None:
         self.active -= 1

@@ -21,13 +21,18 @@ what the transport saw and what the upstream did (`service.outcomes`):
 - `cancelled`: the client left, or stopped reading (`error_type` `client_send_timeout`);
 - `error`: the upstream failed (before or after the first token), the server shut down
   (`server_shutting_down`), or the service failed (`internal_error`).
+
+Observers (`StreamObserver`: the Prometheus metrics, traces) are told when a stream opens and
+when it has finished, once each; they read the record and never change the stream. Nothing here
+does work per token beyond the timestamps above.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from service.events import (
     Failed,
@@ -42,6 +47,16 @@ from service.events import (
 from service.outcomes import Delivery, Outcome, outcome_of
 
 stream_logger = logging.getLogger("service.streams")
+logger = logging.getLogger("service.metrics")
+
+
+class StreamObserver(Protocol):
+    """Watches streams: told once when one opens and once when it has finished (its record
+    complete). Must not raise; a failure is logged and the stream goes on regardless."""
+
+    def stream_opened(self, recorder: StreamRecorder) -> None: ...
+
+    def stream_finished(self, recorder: StreamRecorder) -> None: ...
 
 
 def _ms(seconds: float) -> float:
@@ -59,12 +74,17 @@ class StreamRecorder:
         provider: str,
         received_at: float,
         endpoint: str = "/api/chat/stream",
+        observers: tuple[StreamObserver, ...] = (),
     ) -> None:
         self.stream_id = stream_id
         self.model = model
         self.provider = provider
-        # The route that served it: the native stream, or an OpenAI API (`/v1/...`).
+        # The route that served it (its template): the native stream, the UI's, or an OpenAI
+        # API (`/v1/...`). A bounded label for metrics, like `wire_format`.
         self.endpoint = endpoint
+        # The wire format's name (`sse`, `ndjson`, ...), set by the response that sends it.
+        self.wire_format = ""
+        self.observers = observers
         self.received_at = received_at
         self.upstream_started_at: float | None = None
         self.first_text_at: float | None = None
@@ -74,7 +94,22 @@ class StreamRecorder:
         self.finish_reason: str | None = None
         self.error_type: str | None = None
         self.outcome: Outcome | None = None
+        self.delivery: Delivery | None = None
         self.ended_at: float | None = None
+        self.heartbeats = 0
+        self._tell(lambda observer: observer.stream_opened(self))
+
+    def count_heartbeat(self) -> None:
+        """The response sent a heartbeat (`ChatStreamResponse`'s `on_heartbeat`)."""
+        self.heartbeats += 1
+
+    def _tell(self, notify: Callable[[StreamObserver], None]) -> None:
+        for observer in self.observers:
+            try:
+                notify(observer)
+            except Exception:
+                # Metrics watch the stream; they never end it.
+                logger.exception("stream observer %s failed", type(observer).__name__)
 
     def record(self, event: UpstreamEvent) -> None:
         """Note what `event` tells; the relay calls this for every upstream event, in order.
@@ -109,13 +144,20 @@ class StreamRecorder:
     def output_tokens(self) -> int:
         return self.usage.completion_tokens if self.usage else self.text_deltas
 
+    def decode(self) -> tuple[float, int] | None:
+        """(seconds from the first text to the last, visible tokens after the first), the
+        decode phase `tokens_per_second` measures; None with fewer than two visible tokens."""
+        first, last = self.first_text_at, self.last_text_at
+        visible = self.output_tokens - (self.usage.reasoning_tokens if self.usage else 0)
+        if first is None or last is None or last <= first or visible < 2:
+            return None
+        return last - first, visible - 1
+
     def metrics(self) -> StreamMetrics:
         end = self.ended_at if self.ended_at is not None else time.perf_counter()
-        first, last = self.first_text_at, self.last_text_at
-        tokens_per_second = None
-        visible = self.output_tokens - (self.usage.reasoning_tokens if self.usage else 0)
-        if first is not None and last is not None and last > first and visible > 1:
-            tokens_per_second = round((visible - 1) / (last - first), 3)
+        first = self.first_text_at
+        decode = self.decode()
+        tokens_per_second = None if decode is None else round(decode[1] / decode[0], 3)
         return StreamMetrics(
             ttft_ms=None if first is None else _ms(first - self.received_at),
             upstream_ttft_ms=(
@@ -147,5 +189,7 @@ class StreamRecorder:
         if self.outcome is not None:
             return
         self.outcome, self.error_type = outcome_of(delivery, self.error_type)
+        self.delivery = delivery
         self.ended_at = time.perf_counter()
         stream_logger.info("stream %s", self.outcome, extra={"stream": self.summary()})
+        self._tell(lambda observer: observer.stream_finished(self))

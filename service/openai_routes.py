@@ -123,6 +123,8 @@ async def _relay_body(
         http_request.state,
         lambda: runtime.chat.open_passthrough(request, received_at=received_at, endpoint=endpoint),
         make_encoder,
+        # The upstream's own events (`stream`: true) or its one JSON answer, relayed as they are.
+        wire_format="openai-sse" if request.stream else "openai-json",
         render_error=openai_error_response,
     )
 

@@ -15,6 +15,7 @@ from starlette.applications import Starlette
 from service.auth import APIKeys
 from service.chat import ChatService
 from service.limits import StreamLimits
+from service.prometheus_metrics import PrometheusMetrics
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
 
@@ -29,6 +30,7 @@ class Runtime:
     api_keys: APIKeys
     stream_limits: StreamLimits
     shutdown: ShutdownCoordinator
+    metrics: PrometheusMetrics
     resume: ResumableStreams | None = None
 
 

@@ -121,6 +121,15 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Worker processes for `python -m service` (uvicorn's supervisor; one socket shared). The
+    # limits above hold per worker; `/metrics` sums over all of them (issue #10).
+    workers: int = Field(default=1, ge=1, le=64)
+    # Models named as such in `/metrics` besides the default one; any other model a request
+    # names is counted as `other`, so a client cannot grow the label set (issue #10).
+    metrics_models: str = ""
+    # OTLP/HTTP collector to send one trace span per stream to (e.g. http://127.0.0.1:4318);
+    # unset: no tracing, and the OpenTelemetry SDK is not even imported.
+    otel_exporter_otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @model_validator(mode="after")
@@ -163,6 +172,12 @@ class Settings(BaseSettings):
         return tuple(
             origin.strip() for origin in self.cors_allow_origins.split(",") if origin.strip()
         )
+
+    @property
+    def metrics_model_names(self) -> frozenset[str]:
+        """The models `/metrics` names: the default and `METRICS_MODELS`."""
+        listed = (name.strip() for name in self.metrics_models.split(","))
+        return frozenset({self.model_name, *(name for name in listed if name)})
 
     @property
     def provider(self) -> str:

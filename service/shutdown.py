@@ -11,6 +11,9 @@ connections at the signal and exits once the last response is complete; its own
 from __future__ import annotations
 
 import asyncio
+import signal
+from collections.abc import Callable
+from types import FrameType
 
 
 class ShutdownCoordinator:
@@ -32,6 +35,33 @@ class ShutdownCoordinator:
         self.draining = True
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._arm)
+
+    def begin_on_signals(self) -> Callable[[], None]:
+        """Begin draining when SIGTERM or SIGINT arrives, then hand the signal to the handler
+        that was installed before (uvicorn's, which stops accepting connections and waits for
+        open ones). Works in every uvicorn worker process, which is why this chains the server's
+        handler rather than subclassing its `Server`: uvicorn's supervisor builds each worker's
+        server itself. Call it on the main thread once the server runs (the app's lifespan);
+        returns a function that puts the previous handlers back."""
+        previous: dict[int, Callable[[int, FrameType | None], object] | int | None] = {
+            sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+
+        def drain(sig: int, frame: FrameType | None) -> None:
+            self.begin()
+            handler = previous[sig]
+            if callable(handler):  # uvicorn's `Server.handle_exit`
+                handler(sig, frame)
+
+        for sig in previous:
+            signal.signal(sig, drain)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                if signal.getsignal(sig) is drain:
+                    signal.signal(sig, handler)
+
+        return restore
 
     def _arm(self) -> None:
         assert self._loop is not None

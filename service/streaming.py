@@ -211,9 +211,12 @@ async def stream_response(
             opening.request_state,
             open_stream,
             make_encoder,
+            wire_format=wire_format.name,
             headers=headers,
         )
-    slot, opened = _take_slot_and_open(runtime, opening.caller, opening.request_state, open_stream)
+    slot, opened = _take_slot_and_open(
+        runtime, opening.caller, opening.request_state, open_stream, wire_format.name
+    )
     try:
         followed = await runtime.resume.produce(
             opened, wire_format.name, slot, opening.caller, chat_id=chat_id
@@ -241,14 +244,16 @@ def respond(
     open_stream: Callable[[], OpenedStream],
     make_encoder: Callable[[str], Encoder],
     *,
+    wire_format: str,
     render_error: ErrorRenderer = error_response,
     headers: Mapping[str, str] | None = None,
 ) -> ChatStreamResponse:
     """The response for one stream of any endpoint family, once its request passed every check.
     A stream slot is taken last (429 when none is left) and given back however the response
-    ends; the stream is recorded then. `render_error` shapes an error before the first event.
-    The stream id goes into `request_state`, for the access log (`service.http.access_log`)."""
-    slot, opened = _take_slot_and_open(runtime, caller, request_state, open_stream)
+    ends; the stream is recorded then. `wire_format` names the encoding for metrics;
+    `render_error` shapes an error before the first event. The stream id goes into
+    `request_state`, for the access log (`service.http.access_log`)."""
+    slot, opened = _take_slot_and_open(runtime, caller, request_state, open_stream, wire_format)
     return _response(
         runtime,
         opened,
@@ -264,10 +269,12 @@ def _take_slot_and_open(
     caller: str | None,
     request_state: State,
     open_stream: Callable[[], OpenedStream],
+    wire_format: str,
 ) -> tuple[StreamSlot, OpenedStream]:
     slot = runtime.stream_limits.acquire(caller)
     opened = open_stream()
     request_state.stream_id = opened.stream_id
+    opened.recorder.wire_format = wire_format
     return slot, opened
 
 
@@ -297,6 +304,7 @@ def _response(
         make_encoder(opened.stream_id),
         timing=StreamTiming.from_settings(runtime.settings),
         on_finish=on_finish,
+        on_heartbeat=opened.recorder.count_heartbeat,
         cut_off=runtime.shutdown.grace_expired,
         headers=headers,
         render_error=render_error,

@@ -10,6 +10,8 @@ like `tests` and `bench`. One module per part:
 - `nginx`: Debian's nginx as a stock reverse proxy, run as a child process.
 - `redis_server`: Debian's redis-server, run as a child process (resumable streams).
 - `cutting_proxy`: a TCP forwarder that drops every connection through it on demand.
+- `prometheus`: Debian's Prometheus with the repository's example configuration, scraping a
+  service; `metrics_reader`: `GET /metrics` read back as numbers.
 - `sse_client`, `raw_client`: clients that read a stream, whole or byte by byte on a raw socket.
 - `browser`: Debian's chromium for Playwright.
 - `compose_stack`: `docker compose` for real on podman's Docker API (scripts/podman-setup.sh).

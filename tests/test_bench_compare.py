@@ -182,8 +182,10 @@ def test_a_tiny_real_run(tmp_path: Path) -> None:
     missing = Target("service /nowhere", "service", "/nowhere", message_body)
     plan = Plan(
         levels=(Level(1, 2, 0.5, leave_after=5), Level(6, 1, 0.5, leave_after=5)),
-        answer_tokens=20,
-        pause_seconds=0.005,
+        # A second-long answer: a gateway on a loaded machine still sees its client leave
+        # (after 5 tokens) well before the upstream would have finished anyway.
+        answer_tokens=100,
+        pause_seconds=0.01,
         grace_seconds=20.0,
     )
     outcome = compare(

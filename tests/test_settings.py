@@ -65,6 +65,7 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ({"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com"}, "AZURE_OPENAI_API_KEY"),
         ({"PORT": "not-a-port"}, "PORT"),
         ({"HEARTBEAT_SECONDS": "0"}, "HEARTBEAT_SECONDS"),
+        ({"WORKERS": "0"}, "WORKERS"),
     ],
 )
 def test_misconfiguration_fails_at_start_naming_the_variable(

@@ -105,18 +105,19 @@ class ChatStreamResponse(Response):
         *,
         timing: StreamTiming,
         on_finish: Callable[[Delivery], None],
+        on_heartbeat: Callable[[], None] | None = None,
         cut_off: asyncio.Event | None = None,
         headers: Mapping[str, str] | None = None,
         render_error: ErrorRenderer = error_response,
         goes_on_elsewhere: bool = False,
     ) -> None:
-        """`on_finish` is called once with how the response ended; `cut_off`, when set, ends
-        the stream in-band as `server_shutting_down` (the shutdown grace ran out), or, when the
-        stream `goes_on_elsewhere` (a client following a resumable stream produced by another
-        replica), ends the body with neither notice nor end marker, so that the client resumes
-        it from another replica (an `EventSource` does so by itself); `render_error` gives an
-        error before the first event its shape (the endpoint family's:
-        `service.error_responses`)."""
+        """`on_finish` is called once with how the response ended, `on_heartbeat` after each
+        heartbeat sent; `cut_off`, when set, ends the stream in-band as `server_shutting_down`
+        (the shutdown grace ran out), or, when the stream `goes_on_elsewhere` (a client
+        following a resumable stream produced by another replica), ends the body with neither
+        notice nor end marker, so that the client resumes it from another replica (an
+        `EventSource` does so by itself); `render_error` gives an error before the first event
+        its shape (the endpoint family's: `service.error_responses`)."""
         self._events = events
         self._render_error = render_error
         self._encoder = encoder
@@ -125,6 +126,7 @@ class ChatStreamResponse(Response):
         self._cut_off = cut_off
         self._goes_on_elsewhere = goes_on_elsewhere
         self._on_finish = on_finish
+        self._on_heartbeat = on_heartbeat
         self.background = None
         self.status_code = 200
         self.media_type = encoder.media_type
@@ -207,6 +209,7 @@ class ChatStreamResponse(Response):
         if not first.done() and heartbeat is not None:
             # Headers went out early for the heartbeat's sake: the first one goes with them.
             await send({"type": "http.response.body", "body": heartbeat, "more_body": True})
+            self._heartbeat_sent()
         return None
 
     async def _stream(
@@ -315,12 +318,17 @@ class ChatStreamResponse(Response):
                 except TimeoutError:
                     raise SendTimeout from None
                 self._last_write_at = loop.time()
+                self._heartbeat_sent()
                 wake_in = interval
             else:
                 # Never sleep longer than the send timeout: a write that starts now and gets
                 # stuck is noticed within twice the timeout at most.
                 wake_in = min(limit, interval - (now - self._last_write_at))
             await asyncio.sleep(max(wake_in, 0.01))
+
+    def _heartbeat_sent(self) -> None:
+        if self._on_heartbeat is not None:
+            self._on_heartbeat()
 
     async def _end_in_band(
         self, send: Send, error: ServiceError, within: float | None = None, notice: bool = True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from service.domain import CompletionParams, PassthroughParams
@@ -44,8 +44,9 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def build(settings: Settings) -> DemoUpstream:
-    """The provider table's constructor (`service.upstream.providers`)."""
+def build(settings: Settings, on_retry: Callable[[], None] | None = None) -> DemoUpstream:
+    """The provider table's constructor (`service.upstream.providers`); the demo model never
+    retries, so `on_retry` is never called."""
     return DemoUpstream(
         tokens_per_second=settings.demo_tokens_per_second,
         first_token_delay_seconds=settings.demo_first_token_delay_seconds,

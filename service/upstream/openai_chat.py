@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -71,8 +71,11 @@ _MAX_BODY_BYTES = 32 * 1024 * 1024
 logger = logging.getLogger("service.upstream")
 
 
-def build_client(settings: Settings) -> openai.AsyncOpenAI:
-    """The SDK client for the configured provider; never called for the demo model."""
+def build_client(
+    settings: Settings, on_retry: Callable[[], None] | None = None
+) -> openai.AsyncOpenAI:
+    """The SDK client for the configured provider; never called for the demo model.
+    `on_retry` is called each time the SDK sends a request again (its retries)."""
     timeout = openai.Timeout(
         settings.upstream_read_timeout_seconds,
         connect=settings.upstream_connect_timeout_seconds,
@@ -81,7 +84,10 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
         "timeout": timeout,
         "headers": {"Accept-Encoding": "identity"},
         "follow_redirects": False,  # the SDK's default clients follow them
-        "event_hooks": {"response": [_refuse_compressed]},
+        "event_hooks": {
+            "request": [_retry_counter(on_retry)] if on_retry is not None else [],
+            "response": [_refuse_compressed],
+        },
     }
     http_client = (
         openai.DefaultAioHttpClient(**transport_options)
@@ -110,9 +116,21 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
     )
 
 
-def build(settings: Settings) -> OpenAIChatUpstream:
+def _retry_counter(on_retry: Callable[[], None]) -> Callable[[httpx2.Request], Awaitable[None]]:
+    """An HTTP client hook that calls `on_retry` for each request the SDK repeats. The SDK
+    numbers its attempts in the `x-stainless-retry-count` header of each request it sends
+    (0 for the first); the hook runs once per upstream request, never per token."""
+
+    async def count(request: httpx2.Request) -> None:
+        if request.headers.get("x-stainless-retry-count", "0") != "0":
+            on_retry()
+
+    return count
+
+
+def build(settings: Settings, on_retry: Callable[[], None] | None = None) -> OpenAIChatUpstream:
     """The provider table's constructor (`service.upstream.providers`)."""
-    return OpenAIChatUpstream(settings)
+    return OpenAIChatUpstream(settings, build_client(settings, on_retry))
 
 
 class CompressedBody(openai.OpenAIError):

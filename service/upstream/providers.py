@@ -38,6 +38,9 @@ class Provider:
     module: str
     # How the provider's variables are spelled in messages.
     variables: str
+    # `gen_ai.provider.name` in the OpenTelemetry GenAI conventions (a well-known value where
+    # one applies), for metrics and traces.
+    gen_ai_name: str
 
 
 def _never(settings: Settings) -> bool:
@@ -81,6 +84,7 @@ PROVIDERS: dict[str, Provider] = {
         default_model=lambda s: s.azure_openai_deployment or s.default_model,
         module="service.upstream.openai_chat",
         variables="AZURE_OPENAI_*",
+        gen_ai_name="azure.ai.openai",
     ),
     "openai": Provider(
         wanted=_openai_wanted,
@@ -88,6 +92,7 @@ PROVIDERS: dict[str, Provider] = {
         default_model=lambda s: s.default_model,
         module="service.upstream.openai_chat",
         variables="OPENAI_*",
+        gen_ai_name="openai",
     ),
     "demo": Provider(
         wanted=_never,
@@ -95,6 +100,7 @@ PROVIDERS: dict[str, Provider] = {
         default_model=lambda s: "demo",
         module="service.upstream.demo",
         variables="",
+        gen_ai_name="demo",
     ),
 }
 FALLBACK = "demo"
@@ -120,8 +126,9 @@ def resolve_provider(settings: Settings, requested: str) -> str:
     return requested
 
 
-def build_upstream(settings: Settings) -> ChatUpstream:
-    """The configured provider's upstream."""
+def build_upstream(settings: Settings, on_retry: Callable[[], None] | None = None) -> ChatUpstream:
+    """The configured provider's upstream; `on_retry` is called for each request it repeats
+    (an upstream that never retries ignores it)."""
     module = importlib.import_module(PROVIDERS[settings.provider].module)
-    upstream: ChatUpstream = module.build(settings)
+    upstream: ChatUpstream = module.build(settings, on_retry)
     return upstream
