@@ -36,6 +36,8 @@ from testkit.waiting import wait_until
 
 TOKENS = [" one", " two", " three", " four", " five"]
 GRACE_SECONDS = 2.0
+HELD_BATCH = 6
+MAX_HELD_STREAMS = 48
 
 
 def recorded(workers: TwoWorkers, streams: int) -> bool:
@@ -176,22 +178,23 @@ def consume(base_url: str) -> list[SSEEvent]:
 def hold_streams_in_both(
     workers: TwoWorkers, upstream: FakeUpstream, pool: ThreadPoolExecutor
 ) -> tuple[list[Future[list[SSEEvent]]], dict[int, float]]:
-    """Long streams opened one by one until each worker holds some; the streams, and how many
-    each worker holds."""
+    """Long streams opened in concurrent batches until each worker holds some; the streams,
+    and how many each worker holds. Batches, because connections arriving one at a time tend
+    to be accepted by the same worker (it is the one awake): seen here, 12 of 12."""
     upstream.default_reply = Reply(pieces=answer_pieces([" l"] * 200), pause=0.1)  # ~20 s
     opened: list[Future[list[SSEEvent]]] = []
-    while len(opened) < 12:
-        opened.append(pool.submit(consume, workers.base_url))
+    while len(opened) < MAX_HELD_STREAMS:
+        opened += [pool.submit(consume, workers.base_url) for _ in range(HELD_BATCH)]
         assert upstream.wait_for_exchanges(len(opened))
         holding = workers.per_worker("gauge_livesum", "llm_streams_in_flight")
-        if both_busy(holding):
+        if both_busy(holding) and sum(holding.values()) == len(opened):
             break
     assert both_busy(holding), holding
     return opened, holding
 
 
 def test_each_worker_drains_on_sigterm(workers: TwoWorkers, upstream: FakeUpstream) -> None:
-    with ThreadPoolExecutor(12) as pool:
+    with ThreadPoolExecutor(MAX_HELD_STREAMS) as pool:
         opened, _ = hold_streams_in_both(workers, upstream, pool)
         assert scrape(workers.base_url).value("llm_streams_in_flight") == len(opened)
         signalled_at = time.monotonic()
@@ -217,7 +220,7 @@ def test_each_worker_drains_on_sigterm(workers: TwoWorkers, upstream: FakeUpstre
 def test_a_dead_workers_streams_leave_the_gauge(
     workers: TwoWorkers, upstream: FakeUpstream
 ) -> None:
-    with ThreadPoolExecutor(12) as pool:
+    with ThreadPoolExecutor(MAX_HELD_STREAMS) as pool:
         _, holding = hold_streams_in_both(workers, upstream, pool)
         dead, alive = sorted(holding)
         os.kill(dead, signal.SIGKILL)  # a worker crashing: uvicorn's supervisor starts another
