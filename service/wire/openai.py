@@ -28,11 +28,10 @@ from typing import Any
 
 from service.events import Relayed, ResponseEvent, StreamFailed
 from service.wire.payloads import error_body, json_object
-from service.wire.sse import HEARTBEAT
+from service.wire.sse import DONE, HEARTBEAT
 
 SSE_MEDIA_TYPE = "text/event-stream"
 JSON_MEDIA_TYPE = "application/json"
-DONE = b"data: [DONE]\n\n"
 
 
 class RelayedEventsEncoder:

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 MEDIA_TYPE = "text/event-stream"
 HEARTBEAT = b": ping\n\n"
+# The end marker of SSE formats that number no events (OpenAI's, the AI SDK's).
+DONE = b"data: [DONE]\n\n"
 DONE_ID_SUFFIX = ":done"
 
 

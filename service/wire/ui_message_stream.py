@@ -32,14 +32,13 @@ from service.events import (
 )
 from service.wire.base import WireFormat
 from service.wire.payloads import json_string
+from service.wire.sse import DONE, HEARTBEAT
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
 MEDIA_TYPE = "text/event-stream"
 HEADERS = {"x-vercel-ai-ui-message-stream": "v1"}
-HEARTBEAT = b": ping\n\n"
-DONE = b"data: [DONE]\n\n"
 TEXT_ID = b"text-1"
 REASONING_ID = b"reasoning-1"
 
