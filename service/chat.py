@@ -50,7 +50,7 @@ class ChatService:
         request: StreamRequest,
         *,
         received_at: float,
-        endpoint: str = "/api/chat/stream",
+        endpoint: str,
         word_chunks: bool = False,
     ) -> OpenedStream:
         """The stream's id, its response events and its recorder; nothing runs until the events
