@@ -106,7 +106,7 @@ def test_profile_folding() -> None:
         'process 7:"python -m service";thread (0x1);run (a.py:3);'
         "send (uvicorn/protocols/http/httptools_impl.py:470);"
         "RequestResponseCycle.send (uvicorn/protocols/http/httptools_impl.py:480) 6\n"
-        "run (a.py:3);_events_of (service/upstream/openai_chat.py:150);"
+        "run (a.py:3);chunk_events (service/upstream/openai_events.py:150);"
         "loads (json/__init__.py:346) 3\n"
         "run (a.py:4);poll (b.py:9) 1\n"
     )
@@ -116,7 +116,7 @@ def test_profile_folding() -> None:
     assert own["loads (json/__init__.py)"] == 3
     parts = by_part(collapsed)
     assert parts["socket write to the client (uvicorn send)"] == 6
-    assert parts["json.loads of each chunk, picking its fields"] == 3
+    assert parts["parsing each chunk, picking its fields"] == 3
     assert sum(parts.values()) == 10
 
 

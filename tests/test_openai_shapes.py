@@ -5,6 +5,7 @@ and the bytes the encoders write."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import pytest
@@ -16,7 +17,19 @@ from pydantic import TypeAdapter
 
 from service.domain import PassthroughParams
 from service.errors import UpstreamUnavailable
-from service.events import Failed, Relayed, StreamEnded, StreamFailed, StreamMetrics, StreamStarted
+from service.events import (
+    Failed,
+    Finished,
+    ReasoningDelta,
+    Relayed,
+    StreamEnded,
+    StreamFailed,
+    StreamMetrics,
+    StreamStarted,
+    TextDelta,
+    Usage,
+    UsageReported,
+)
 from service.upstream import openai_events
 from service.upstream.demo import DemoUpstream
 from service.upstream.sse_decoder import SSEDecoder
@@ -128,34 +141,63 @@ def compact_chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+# Every code point, lone surrogates included (a model can emit half an emoji as `\\ud83d`).
+_any_text = st.text(st.characters(exclude_categories=()), min_size=1)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.text(min_size=1))
-def test_a_text_token_read_from_bytes_is_the_parsed_text(text: str) -> None:
-    payload = compact_chunk([choice(0, {"content": text})])
-    fast = openai_events.plain_text_of(payload)
-    assert fast is None or fast == text
-    unescaped = all(c not in text for c in '"\\') and all(ord(c) >= 0x20 for c in text)
-    if unescaped and not any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        assert fast == text  # the common token takes the fast path
+@given(_any_text, st.sampled_from(["compact", "spaced", "sorted", "ascii"]))
+def test_native_route_reads_a_token_whatever_the_json_layout(text: str, layout: str) -> None:
+    """OpenAI and vLLM write compact JSON, Azure sorts its keys, other servers add spaces or
+    escape every non-ASCII character: the text read is the text sent, byte for byte."""
+    chunk = {
+        "id": "chatcmpl-x",
+        "object": "chat.completion.chunk",
+        "choices": [
+            {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": None}
+        ],
+        "usage": None,
+    }
+    surrogates = any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+    payload = json.dumps(
+        chunk,
+        separators=(", ", ": ") if layout == "spaced" else (",", ":"),
+        sort_keys=layout == "sorted",
+        ensure_ascii=layout == "ascii" or surrogates,  # a lone surrogate has no UTF-8 form
+    ).encode()
+    assert openai_events.chunk_events(payload, ()) == [TextDelta(text)]
 
 
-def test_only_a_lone_text_token_is_read_from_bytes() -> None:
-    read = openai_events.plain_text_of
-    assert read(data_of(openai_pieces([" w1"])[1])) == " w1"  # OpenAI's own bytes
-    not_plain = [
-        compact_chunk([choice(0, {"role": "assistant", "content": ""})]),
-        compact_chunk([choice(0, {"content": "x"}, "stop")]),
-        compact_chunk([choice(1, {"content": "second choice"})]),
-        compact_chunk([choice(0, {"content": "a"}), choice(1, {"content": "b"})]),
-        compact_chunk([choice(0, {"content": "x", "reasoning_content": "hm"})]),
-        compact_chunk([choice(0, {"content": "x"})], usage={"completion_tokens": 1}),
-        compact_chunk([choice(0, {"content": "x"})], error={"message": "no"}),
-        compact_chunk([choice(0, {"content": 'say "hi"'})]),
+def test_native_route_reads_each_kind_of_chunk() -> None:
+    read = partial(openai_events.chunk_events, secrets=(SECRET,))
+    assert read(data_of(openai_pieces([" w1"])[1])) == [TextDelta(" w1")]  # OpenAI's bytes
+    assert read(compact_chunk([choice(0, {"role": "assistant", "content": ""})])) == []
+    assert read(compact_chunk([choice(0, {"content": "x"}, "stop")])) == [
+        TextDelta("x"),
+        Finished("stop"),
+    ]
+    assert read(compact_chunk([choice(1, {"content": "second choice"})])) == []
+    assert read(compact_chunk([choice(0, {"content": "x", "reasoning_content": "hm"})])) == [
+        ReasoningDelta("hm"),
+        TextDelta("x"),
+    ]
+    assert read(compact_chunk([choice(0, {"refusal": "no"})])) == [TextDelta("no")]
+    assert read(compact_chunk([], usage={"prompt_tokens": 1, "completion_tokens": 2})) == [
+        UsageReported(Usage(1, 2, 3))  # a missing total is the sum
+    ]
+    azure_filter = {"index": 0, "content_filter_offsets": {"check_offset": 1}}  # no delta
+    assert read(compact_chunk([azure_filter])) == []
+    failed = read(compact_chunk([], error={"message": f"bad key {SECRET}"}))
+    assert len(failed) == 1
+    assert isinstance(failed[0], Failed)
+    assert SECRET not in failed[0].error.message
+    for unreadable in (
         b'{"choices":[{"index":0,"delta":{"content":"\xff"},"finish_reason":null}]}',
         b'{"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]',
-    ]
-    for payload in not_plain:
-        assert read(payload) is None, payload
+        b"[1, 2]",
+    ):
+        (event,) = read(unreadable)
+        assert isinstance(event, Failed), unreadable
 
 
 def test_chat_chunk_facts() -> None:

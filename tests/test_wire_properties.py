@@ -85,6 +85,42 @@ def test_upstream_decoder_is_split_invariant(
     assert decoded == texts
 
 
+_ascii_value = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
+_sse_line = st.tuples(
+    st.sampled_from(["data: ", "data:", "event: e", ": note", "id: 1"]), _ascii_value
+).map(lambda parts: (parts[0] + parts[1]).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(_sse_line, min_size=1, max_size=3), min_size=1, max_size=6),
+    st.sampled_from([b"\n", b"\r\n", b"\r"]),
+    st.integers(1, 40),
+)
+def test_decoder_reads_what_a_standard_parser_reads(
+    events: list[list[bytes]], newline: bytes, cut: int
+) -> None:
+    """One read per event (the decoder's fast path) or reads cut anywhere, with every kind of
+    line and line end: the payloads and names are those httpx-sse's parser finds."""
+    framed = [newline.join(lines) + newline * 2 for lines in events]
+    body = b"".join(framed)
+    # A comment last: a final CR is held back until the next byte says it is no CRLF.
+    tail = b": end" + newline
+    expected = [
+        (None if name == "message" else name.encode(), data.encode())
+        for name, data, _ in parse(body + tail)
+        if data  # an event with empty data is not dispatched
+    ]
+    whole = [*framed, tail]  # one read per event, as upstreams send them (the fast path)
+    pieces = [(body + tail)[offset : offset + cut] for offset in range(0, len(body + tail), cut)]
+    for reads in (whole, pieces):
+        decoder = SSEDecoder()
+        found: list[tuple[bytes | None, bytes]] = []
+        for read in reads:
+            found += decoder.feed_named(read)
+        assert found == expected
+
+
 def test_decoder_follows_the_sse_line_rules() -> None:
     decoder = SSEDecoder()
     assert decoder.feed(b": comment\r") == []

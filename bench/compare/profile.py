@@ -32,7 +32,7 @@ PARTS = [
     ),
     ("socket write to the client (uvicorn send)", ("RequestResponseCycle.send",)),
     ("logging", ("(logging/",)),
-    ("json.loads of each chunk, picking its fields", ("_events_of",)),
+    ("parsing each chunk, picking its fields", ("chunk_events", "(json/", "orjson")),
     ("SDK typed stream (its reads, parsing, a model per token)", ("(openai/_streaming",)),
     (
         "upstream read: aiohttp protocol and reader, SDK/httpx2 adapters",

@@ -26,7 +26,6 @@ Errors are translated into `service.errors` here and nowhere else.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -51,11 +50,8 @@ from service.errors import (
 from service.events import (
     Failed,
     Finished,
-    ReasoningDelta,
     Relayed,
-    TextDelta,
     UpstreamEvent,
-    UsageReported,
 )
 from service.settings import Settings
 from service.upstream import openai_events
@@ -212,7 +208,7 @@ class OpenAIChatUpstream:
                         if payload == _DONE:
                             done = True
                             break
-                        for event in self._events_of(payload):
+                        for event in openai_events.chunk_events(payload, self._secrets):
                             finished = finished or isinstance(event, Finished)
                             yield event
                             if isinstance(event, Failed):
@@ -224,41 +220,6 @@ class OpenAIChatUpstream:
                 yield Failed(_unfinished())
         except Exception as error:
             yield Failed(self._failure_of(error))
-
-    def _events_of(self, payload: bytes) -> list[UpstreamEvent]:
-        text = openai_events.plain_text_of(payload)
-        if text is not None:  # a text token, read without parsing (issue #12)
-            return [TextDelta(text)]
-        try:
-            chunk = json.loads(payload)
-        except ValueError:
-            return [Failed(UpstreamUnavailable("the upstream sent an unreadable event"))]
-        if not isinstance(chunk, dict):
-            return [Failed(UpstreamUnavailable("the upstream sent an unexpected event"))]
-        if chunk.get("error"):
-            return [Failed(openai_events.mid_stream_error(chunk["error"], self._secrets))]
-        events: list[UpstreamEvent] = []
-        for choice in chunk.get("choices") or ():
-            # Only the first choice is streamed; the service never asks for n > 1.
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict):
-                # vLLM and DeepSeek stream `reasoning_content`; newer vLLM and OpenRouter
-                # `reasoning`.
-                thought = delta.get("reasoning_content") or delta.get("reasoning")
-                if thought and isinstance(thought, str):
-                    events.append(ReasoningDelta(thought))
-                text = delta.get("content") or delta.get("refusal")
-                if text and isinstance(text, str):
-                    events.append(TextDelta(text))
-            reason = choice.get("finish_reason")
-            if reason and isinstance(reason, str):
-                events.append(Finished(reason))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            events.append(UsageReported(openai_events.usage_of(usage)))
-        return events
 
     async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamEvent, None]:
         body, forward_usage = self._passthrough_body(params)

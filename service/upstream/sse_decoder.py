@@ -35,13 +35,38 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume one read; return the `data` payloads of the events it completed."""
+        payload = self._one_event(chunk)
+        if payload is not None:
+            return [payload]
         payloads: list[bytes] = self._feed(chunk, named=False)
         return payloads
 
     def feed_named(self, chunk: bytes) -> list[tuple[bytes | None, bytes]]:
         """Consume one read; return `(event name or None, data)` for the events it completed."""
+        payload = self._one_event(chunk)
+        if payload is not None:
+            return [(None, payload)]
         events: list[tuple[bytes | None, bytes]] = self._feed(chunk, named=True)
         return events
+
+    def _one_event(self, chunk: bytes) -> bytes | None:
+        """The payload when `chunk` is exactly one whole event of one `data:` line and nothing
+        is pending: the usual read of a streamed chat. Told by a few scans in C, at under half
+        the cost of the walk line by line, once per token (issue #16). None: walk it."""
+        end = len(chunk) - 2
+        if (
+            6 < end <= self._max_event_bytes
+            and chunk.startswith(b"data: ")
+            and chunk.endswith(b"\n\n")
+            and chunk.find(b"\n", 6, end) < 0
+            and chunk.find(b"\r") < 0
+            and self._started
+            and not self._pending
+            and not self._data_lines
+            and self._event is None
+        ):
+            return chunk[6:end]
+        return None
 
     def _feed(self, chunk: bytes, *, named: bool) -> list[Any]:
         """The events completed by `chunk`: payloads, or `(name, payload)` when `named`."""
