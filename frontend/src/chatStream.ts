@@ -49,7 +49,7 @@ export interface Usage {
   reasoning_tokens?: number;
 }
 
-/** What the service measured for one stream (README, "Server-Sent Events"). */
+/** What the service measured for one stream (docs/api.md, "Server-Sent Events"). */
 export interface StreamMetrics {
   /** Request received by the service to first text sent. */
   ttft_ms: number | null;
