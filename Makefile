@@ -118,8 +118,8 @@ bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.resume_overhead
 	$(BIN)/python -m bench.nginx_latency
 
-# Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README
-# "Benchmarks". LiteLLM pins an older openai, so it gets a virtual environment of its own.
+# Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); docs/performance.md.
+# LiteLLM pins an older openai, so it gets a virtual environment of its own.
 # BENCH_ARGS=--quick for a 2-3 minute run.
 LITELLM := .bench-venvs/litellm/bin/litellm
 $(LITELLM): bench/litellm-requirements.txt
