@@ -10,7 +10,8 @@ BIN := $(VENV)/bin
 LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 LOCK_OPTIONS := $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" --quiet
 
-.PHONY: run test check lint docs docs-serve docs-config check-deploy check-monitoring system-deps frontend node-tests bench bench-compare lock clean
+.PHONY: run test check lint check-deploy check-monitoring system-deps frontend node-tests bench bench-compare lock clean
+.PHONY: docs docs-serve docs-config
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
