@@ -11,6 +11,7 @@ LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
 LOCK_OPTIONS := $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" --quiet
 
 .PHONY: run test check lint check-deploy check-monitoring system-deps frontend node-tests bench bench-compare lock clean
+.PHONY: docs docs-serve docs-config
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
@@ -41,8 +42,8 @@ run: $(VENV)/.run-installed
 	$(BIN)/python -m service
 
 lint: $(VENV)/.dev-installed
-	$(BIN)/ruff check service testkit tests bench
-	$(BIN)/ruff format --check service testkit tests bench
+	$(BIN)/ruff check service testkit tests bench docsite
+	$(BIN)/ruff format --check service testkit tests bench docsite
 	$(BIN)/mypy
 
 # Before each commit, well under a minute: lint, types, and the tests that start no server
@@ -92,8 +93,24 @@ tests/node/node_modules/.installed: tests/node/package.json tests/node/package-l
 
 node-tests: tests/node/node_modules/.installed
 
-test: system-deps lint check-deploy check-monitoring frontend node-tests
+test: system-deps lint check-deploy check-monitoring frontend node-tests docs
 	$(BIN)/pytest
+
+# The documentation site (issue #18; mkdocs.yml, docs/): built offline into site/ with --strict,
+# so a broken link, anchor or include fails it. `make docs-serve` serves it on 127.0.0.1 while
+# you edit (not on 8000, the service's port); `make docs-config` regenerates the configuration
+# table from service/settings.py (tests/test_docs_configuration.py fails while it is stale).
+# Material prints a banner about its end of life (May 2027) at every build; it is known here.
+DOCS_PORT ?= 8001
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+docs: $(VENV)/.dev-installed
+	$(MKDOCS) build --strict --quiet --site-dir site
+
+docs-serve: $(VENV)/.dev-installed
+	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+docs-config: $(VENV)/.dev-installed
+	$(BIN)/python -m docsite.settings_table
 
 bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.parse_cost
@@ -102,8 +119,8 @@ bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.resume_overhead
 	$(BIN)/python -m bench.nginx_latency
 
-# Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); README
-# "Benchmarks". LiteLLM pins an older openai, so it gets a virtual environment of its own.
+# Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); docs/performance.md.
+# LiteLLM pins an older openai, so it gets a virtual environment of its own.
 # BENCH_ARGS=--quick for a 2-3 minute run.
 LITELLM := .bench-venvs/litellm/bin/litellm
 $(LITELLM): bench/litellm-requirements.txt
@@ -116,4 +133,4 @@ bench-compare: $(VENV)/.dev-installed $(LITELLM)
 
 clean:
 	rm -rf $(VENV) .bench-venvs .mypy_cache .pytest_cache .ruff_cache .hypothesis \
-		frontend/node_modules frontend/dist tests/node/node_modules
+		frontend/node_modules frontend/dist tests/node/node_modules site

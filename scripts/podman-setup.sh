@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A container engine for `docker compose up` on a machine with no Docker and no image registry:
 # Debian's podman behind its Docker API socket, and stand-ins for the public base images built
-# from Debian's packages (issue 9; the recipe is in the README's deploy section).
+# from Debian's packages (issue 9; the recipe is in docs/operations.md, "Compose, run for real here").
 #
 #   scripts/podman-setup.sh                 install podman, write its config, build the stand-ins
 #   scripts/podman-setup.sh serve SOCKET    run podman's Docker API on unix://SOCKET (foreground;

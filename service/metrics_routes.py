@@ -2,7 +2,7 @@
 worker processes when there are several.
 
 Open like `/healthz` (counts and timings, no prompt, answer or key): keep it off the public
-network, e.g. serve the API through a proxy that routes only `/api/` (README, Monitoring).
+network, e.g. serve the API through a proxy that routes only `/api/` (docs/operations.md, Metrics).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ router = APIRouter()
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics: TTFT, overhead, tokens, streams by outcome (README, Monitoring)",
+    summary="Prometheus metrics: TTFT, overhead, tokens, streams by outcome (docs/operations.md)",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE: {"schema": {"type": "string"}}}}},
 )

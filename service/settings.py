@@ -32,105 +32,280 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
     )
 
-    # `auto`, or a name from the provider table (`service.upstream.providers.PROVIDERS`).
-    provider_override: str = Field(default="auto", alias="PROVIDER")
+    # Every field has a `description`: docs/configuration.md's table is generated from them
+    # (`make docs-config`), and a test fails when the page and this class disagree (issue #18).
+
+    provider_override: str = Field(
+        default="auto",
+        alias="PROVIDER",
+        description="Which upstream answers: `auto` detects it from the variables that are set "
+        "(the demo model when none is), or a name from the provider table "
+        "(`service.upstream.providers`): `openai`, `azure`, `demo`. Required when both OpenAI "
+        "and Azure are configured.",
+    )
     _provider: str = PrivateAttr(default="")
 
     # OpenAI and OpenAI-compatible servers (the SDK's own variable names).
-    openai_api_key: SecretStr | None = None
-    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = Field(
+        default=None, description="The OpenAI key; setting it selects the OpenAI provider."
+    )
+    openai_base_url: str | None = Field(
+        default=None,
+        description="Any OpenAI-compatible server, e.g. `http://localhost:11434/v1` (Ollama) or "
+        "`http://localhost:8000/v1` (vLLM); selects the OpenAI provider, no key needed. "
+        "Unset: OpenAI's API.",
+    )
 
     # Azure OpenAI.
-    azure_openai_endpoint: str | None = None
-    azure_openai_api_key: SecretStr | None = None
-    azure_openai_api_version: str = "2024-10-21"
-    azure_openai_deployment: str | None = None
+    azure_openai_endpoint: str | None = Field(
+        default=None,
+        description="`https://<resource>.openai.azure.com`; selects Azure OpenAI (needs "
+        "`AZURE_OPENAI_API_KEY`).",
+    )
+    azure_openai_api_key: SecretStr | None = Field(default=None, description="The Azure key.")
+    azure_openai_api_version: str = Field(
+        default="2024-10-21",
+        description="The Azure API version (`/v1/responses` needs `2025-03-01-preview` or newer).",
+    )
+    azure_openai_deployment: str | None = Field(
+        default=None,
+        description="The Azure deployment used when a request names no model. Unset: "
+        "`DEFAULT_MODEL`.",
+    )
 
-    default_model: str = "gpt-4o-mini"
-    # Ask for the final usage chunk (`stream_options.include_usage`); some servers reject it.
-    upstream_include_usage: bool = True
-    upstream_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    # Longest silence from the upstream: between two reads, and (after the first token) without
-    # content, however many comments or empty chunks arrive meanwhile (service.deadline).
-    upstream_read_timeout_seconds: float = Field(default=60.0, gt=0)
-    # The longest a stream may last, however busy the upstream keeps it (issue #11).
-    max_stream_seconds: float = Field(default=1800.0, gt=0)
-    # Longest wait from the request to the first token, retries included.
-    first_token_timeout_seconds: float = Field(default=60.0, gt=0)
-    upstream_max_retries: int = Field(default=2, ge=0, le=10)
-    # The SDK's HTTP transport. aiohttp reads a streamed event for about half the CPU of httpx2
-    # (`bench/parse_cost.py`); both keep the SDK's auth, retries and errors.
-    upstream_http_client: Literal["aiohttp", "httpx2"] = "aiohttp"
+    default_model: str = Field(
+        default="gpt-4o-mini",
+        description="The model asked for when a request names none (the demo model answers as "
+        "`demo`).",
+    )
+    upstream_include_usage: bool = Field(
+        default=True,
+        description="Ask for the final usage chunk (`stream_options.include_usage`); `false` for "
+        "servers that reject it.",
+    )
+    upstream_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Connecting to the upstream."
+    )
+    # service.deadline.
+    upstream_read_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest silence from the upstream: between two reads, and (after the first "
+        "token) without content, however many comments or empty chunks arrive meanwhile. It "
+        "also bounds a non-streamed `/v1` answer.",
+    )
+    # Issue #11.
+    max_stream_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="The longest a stream may last, however busy the upstream keeps it; then an "
+        "in-band `stream_deadline` error.",
+    )
+    first_token_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest wait from the request to the first token, retries included "
+        "(streams only).",
+    )
+    upstream_max_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="How often the SDK repeats a request that failed with 429, 5xx or a "
+        "connection error (with backoff, honouring `Retry-After`): before the first token only, "
+        "never after.",
+    )
+    # aiohttp reads a streamed event for about half the CPU of httpx2 (`bench/parse_cost.py`).
+    upstream_http_client: Literal["aiohttp", "httpx2"] = Field(
+        default="aiohttp",
+        description="The SDK's HTTP transport; both keep the SDK's auth, retries and errors, "
+        "aiohttp spends about half the CPU per streamed read.",
+    )
 
-    demo_tokens_per_second: float = Field(default=30.0, gt=0, le=10_000)
-    demo_first_token_delay_seconds: float = Field(default=0.25, ge=0, le=60)
+    demo_tokens_per_second: float = Field(
+        default=30.0, gt=0, le=10_000, description="The demo model's pace."
+    )
+    demo_first_token_delay_seconds: float = Field(
+        default=0.25, ge=0, le=60, description="The demo model's time to first token."
+    )
 
-    # SSE comment every N seconds so idle timeouts of proxies don't cut a slow answer.
-    heartbeat_seconds: float = Field(default=15.0, gt=0)
-    # NDJSON clients must skip {"type":"ping"} lines, so they are sent only when asked for.
-    ndjson_heartbeat: bool = False
-    # EventSource's reconnection delay, sent as the SSE `retry:` field.
-    sse_retry_ms: int = Field(default=3000, ge=0, le=3_600_000)
-    # A client that accepts no bytes for this long is dropped and its upstream closed.
-    send_timeout_seconds: float = Field(default=30.0, gt=0)
+    heartbeat_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Idle time before a `: ping` SSE comment (also while waiting for the first "
+        "token), so idle timeouts of proxies don't cut a slow answer.",
+    )
+    ndjson_heartbeat: bool = Field(
+        default=False,
+        description='Send `{"type":"ping","content":""}` lines in NDJSON streams too; off '
+        "because NDJSON clients must then skip them.",
+    )
+    sse_retry_ms: int = Field(
+        default=3000,
+        ge=0,
+        le=3_600_000,
+        description="`EventSource`'s reconnection delay, sent as the SSE `retry:` field.",
+    )
+    send_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A client that accepts no bytes for this long is dropped, and its upstream "
+        "request closed.",
+    )
 
-    # On SIGTERM, open streams get this long to finish before they are ended in-band.
-    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+    shutdown_grace_seconds: float = Field(
+        default=20.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long open streams get to finish before they are ended "
+        "in-band (`server_shutting_down`).",
+    )
 
     # Limits (issue #4): 429 beyond the concurrency limits, 413 beyond the body size, 422 beyond
     # the others, each naming the limit.
-    max_concurrent_streams: int = Field(default=200, ge=1)
-    max_streams_per_key: int | None = Field(default=None, ge=1)
-    max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    max_messages: int = Field(default=500, ge=1)
-    max_input_chars: int = Field(default=400_000, ge=1)
-    max_output_tokens: int = Field(default=16_384, ge=1)
-    # The request head (request line and headers): 431 beyond (414 for the request line), and
-    # 408 when it or the body takes longer than its timeout (service.http.server_protocol).
-    max_request_head_bytes: int = Field(default=65_536, ge=4096, le=16 * 1024 * 1024)
-    request_head_timeout_seconds: float = Field(default=10.0, gt=0)
-    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_concurrent_streams: int = Field(
+        default=200,
+        ge=1,
+        description="Streams at once in each worker process; 429 `too_many_streams` beyond.",
+    )
+    max_streams_per_key: int | None = Field(
+        default=None,
+        ge=1,
+        description="Streams at once per service API key (needs `SERVICE_API_KEYS`). Unset: "
+        "no per-key limit.",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Request body size; 413 beyond."
+    )
+    max_messages: int = Field(
+        default=500, ge=1, description="Messages per request (`input` items on `/v1/responses`)."
+    )
+    max_input_chars: int = Field(
+        default=400_000,
+        ge=1,
+        description="Characters of message content per request (on `/v1` also tool call "
+        "arguments and results, and `instructions`).",
+    )
+    max_output_tokens: int = Field(
+        default=16_384,
+        ge=1,
+        description="The highest `max_tokens` (`max_completion_tokens`, `max_output_tokens`) a "
+        "request may ask for; none is added when a request leaves it out.",
+    )
+    # service.http.server_protocol.
+    max_request_head_bytes: int = Field(
+        default=65_536,
+        ge=4096,
+        le=16 * 1024 * 1024,
+        description="The request line and headers: 414 beyond for the request line, 431 for "
+        "the whole head.",
+    )
+    request_head_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time to send the request head, from connecting or from its first byte; "
+        "408 beyond (an idle new connection counts).",
+    )
+    request_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Time to send the body after the head; 408 beyond."
+    )
 
-    # Comma-separated keys clients must send as `Authorization: Bearer <key>`; none: open.
-    service_api_keys: SecretStr | None = None
-    # /docs, /redoc and /openapi.json; unset: served only when no SERVICE_API_KEYS are set.
-    docs_enabled: bool | None = None
-    # Comma-separated origins allowed to call the API from a browser (CORS); none: same origin.
-    cors_allow_origins: str = ""
-    cors_allow_credentials: bool = False
+    service_api_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated keys clients must send as `Authorization: Bearer <key>`. "
+        "Unset: no auth.",
+    )
+    # Issue #11.
+    docs_enabled: bool | None = Field(
+        default=None,
+        description="Serve `/docs`, `/redoc` and `/openapi.json`. Unset: served only when no "
+        "`SERVICE_API_KEYS` are set.",
+    )
+    cors_allow_origins: str = Field(
+        default="",
+        description="Comma-separated origins allowed to call the API from a browser (CORS). "
+        "Unset: same origin only.",
+    )
+    cors_allow_credentials: bool = Field(
+        default=False,
+        description="Allow credentialed cross-origin requests (refused with "
+        "`CORS_ALLOW_ORIGINS=*`).",
+    )
 
-    # Resumable streams across replicas (issue #13), off unless REDIS_URL is set: then a stream
-    # outlives a dropped connection for RESUME_GRACE_SECONDS and any replica can resume it
-    # (`service.resume`). With it unset the Redis client is never imported.
-    redis_url: SecretStr | None = None
-    # Prefix of every key and channel, so that several deployments can share one Redis.
-    redis_key_prefix: str = Field(default="llm-stream:", min_length=1, max_length=100)
-    # Connecting and each command; past it Redis counts as unreachable (streams go on without
-    # resume).
-    redis_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
-    # A stream whose every client left is cancelled when none comes back within this long.
-    resume_grace_seconds: float = Field(default=10.0, gt=0, le=3600)
-    # How long a finished stream stays resumable.
-    resume_ttl_seconds: float = Field(default=300.0, gt=0, le=86_400)
-    # A producing replica that has not renewed its lease for this long is taken for dead: its
-    # resuming clients get a retryable `stream_lost` error and the end marker.
-    resume_lease_seconds: float = Field(default=5.0, gt=0, le=600)
-    # The most events a stream keeps in Redis (older ones are trimmed; resuming before them is
-    # refused). Above MAX_OUTPUT_TOKENS, so a whole answer fits.
-    resume_max_events: int = Field(default=20_000, ge=100)
+    # Resumable streams across replicas (issue #13), off unless REDIS_URL is set (`service.resume`).
+    # With it unset the Redis client is never imported.
+    redis_url: SecretStr | None = Field(
+        default=None,
+        description="e.g. `redis://redis:6379/0` (or `rediss://`, `unix://`): streams become "
+        "resumable from any replica, and outlive a dropped connection for "
+        "`RESUME_GRACE_SECONDS`. Unset: no resume, nothing changes.",
+    )
+    redis_key_prefix: str = Field(
+        default="llm-stream:",
+        min_length=1,
+        max_length=100,
+        description="Prefix of every Redis key and channel, so that several deployments can "
+        "share one Redis.",
+    )
+    redis_timeout_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Connecting to Redis and each command; past it Redis counts as unreachable "
+        "(streams go on without resume).",
+    )
+    resume_grace_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A stream whose every client left is cancelled when none comes back within "
+        "this long.",
+    )
+    resume_ttl_seconds: float = Field(
+        default=300.0, gt=0, le=86_400, description="How long a finished stream stays resumable."
+    )
+    resume_lease_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=600,
+        description="A producing replica that has not renewed its lease for this long is taken "
+        "for dead: its resuming clients get a retryable `stream_lost` error and the end marker.",
+    )
+    resume_max_events: int = Field(
+        default=20_000,
+        ge=100,
+        description="The most events a stream keeps in Redis (older ones are trimmed; resuming "
+        "before them is refused). Above `MAX_OUTPUT_TOKENS`, so a whole answer fits.",
+    )
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    # Worker processes for `python -m service` (uvicorn's supervisor; one socket shared). The
-    # limits above hold per worker; `/metrics` sums over all of them (issue #10).
-    workers: int = Field(default=1, ge=1, le=64)
-    # Models named as such in `/metrics` besides the default one; any other model a request
-    # names is counted as `other`, so a client cannot grow the label set (issue #10).
-    metrics_models: str = ""
-    # OTLP/HTTP collector to send one trace span per stream to (e.g. http://127.0.0.1:4318);
-    # unset: no tracing, and the OpenTelemetry SDK is not even imported.
-    otel_exporter_otlp_endpoint: str | None = Field(default=None, pattern=r"^https?://\S+$")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    host: str = Field(default="127.0.0.1", description="Where `python -m service` listens.")
+    port: int = Field(
+        default=8000, ge=0, le=65535, description="The port `python -m service` listens on."
+    )
+    # Issue #10.
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes of `python -m service` (uvicorn's supervisor; one socket "
+        "shared): one per core. The limits hold per worker; `/metrics` sums over all of them.",
+    )
+    # Issue #10: a client naming models cannot grow the label set.
+    metrics_models: str = Field(
+        default="",
+        description="Comma-separated models `/metrics` names besides the default one; any other "
+        "model a request names is counted as `other`.",
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://\S+$",
+        description="An OTLP/HTTP collector to send one trace span per stream to (e.g. "
+        "`http://127.0.0.1:4318`). Unset: no tracing, and the OpenTelemetry SDK is not even "
+        "imported.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="The level of the service's JSON log lines."
+    )
 
     @model_validator(mode="after")
     def _check_provider(self) -> Settings:

@@ -17,7 +17,7 @@ nginx. `location_extra` adds directives to the `location` for control experiment
 `proxy_ignore_headers X-Accel-Buffering;` to see what a stream without the header would get
 (https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_ignore_headers). `locations`
 replaces the stock `location /` with the caller's own blocks (the web server of a built frontend:
-static files, and `/api/` proxied with the README's settings); `{backend}` in it is the
+static files, and `/api/` proxied with the settings of docs/operations.md); `{backend}` in it is the
 backend's URL. `more_backends` puts several replicas behind it, balanced round-robin.
 
 Everything nginx writes (pid, logs, temp files, lock) stays inside the directory, it listens on

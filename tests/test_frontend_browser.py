@@ -1,11 +1,11 @@
 """The React app (`frontend/dist`) in a real browser, on both of its paths, against the service.
 
 The built app is served the way a deployment serves it: nginx with the static files and `/api/`
-proxied to the service with the README's settings. Chromium (Debian's, through Playwright) chats
-through it; the service talks to the fake upstream, which sees what the model would see: the
-history sent, and its client leaving when Stop is pressed. Each test runs on the fetch path
-(`POST /api/chat/stream`, `frontend/src/chatStream.ts`) and on the useChat path (the AI SDK's
-`useChat`, `POST /api/chat`).
+proxied to the service with the settings of docs/operations.md. Chromium (Debian's, through
+Playwright) chats through it; the service talks to the fake upstream, which sees what the model
+would see: the history sent, and its client leaving when Stop is pressed. Each test runs on the
+fetch path (`POST /api/chat/stream`, `frontend/src/chatStream.ts`) and on the useChat path (the
+AI SDK's `useChat`, `POST /api/chat`).
 
 `make test` builds `frontend/dist` first (`make frontend`); run that before this module alone.
 """
@@ -36,7 +36,7 @@ VITEST = FRONTEND / "node_modules" / ".bin" / "vitest"
 MODES = ["fetch", "usechat"]
 
 # The web server of the built app: files from dist/ (index.html for any other path), and the
-# API proxied with the settings the README's "Behind nginx" section recommends.
+# API proxied with the settings docs/operations.md's "Behind nginx" section recommends.
 LOCATIONS = """\
         location / {
             root %(dist)s;

@@ -1,6 +1,6 @@
 """The React app's useChat path with resumable streams (issue 13) in Chromium: the built app
 served by nginx in front of two replicas that share Debian's redis-server (`REDIS_URL`), as in
-README "Scaling out".
+docs/operations.md, "Resumable streams with Redis".
 
 - A reload mid-answer only starts the service's grace period; the reloaded page finds its chat
   (id and messages in `sessionStorage`), `useChat({resume: true})` asks

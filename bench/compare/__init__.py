@@ -1,6 +1,6 @@
 """The side-by-side benchmark: the service against LiteLLM, a tutorial relay and the floor.
 
-    make bench-compare            # the full run, for the README's figures
+    make bench-compare            # the full run, for bench/compare.md (docs/performance.md)
     python -m bench.compare --quick
 
 Modules, in the order data flows: `targets` (what is compared, one entry each), `plan` (the

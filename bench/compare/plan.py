@@ -1,6 +1,6 @@
 """What a run measures: the levels, the sweep, the answer's length and pace, and the bounds.
 
-`QUICK` tries the harness in a few minutes; `FULL` makes the README's figures.
+`QUICK` tries the harness in a few minutes; `FULL` makes bench/compare.md's figures.
 """
 
 from __future__ import annotations

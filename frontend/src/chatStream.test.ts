@@ -35,7 +35,7 @@ async function collect(body: ReadableStream<Uint8Array>): Promise<ServerSentEven
 
 const everyByte = (bytes: Uint8Array) => Array.from({ length: bytes.length }, (_, i) => i);
 
-// What the service sends (README, "Server-Sent Events"), with text that is hard to carry:
+// What the service sends (docs/api.md, "Server-Sent Events"), with text that is hard to carry:
 // a 4-byte emoji, CJK, a CR, a quote and a look-alike of a `data:` line.
 const ANSWER = ['Hel', 'lo 👋 世界', ' "q"\r\n', "data: [DONE]", " end"];
 const SERVICE_STREAM = [

@@ -1,3 +1,5 @@
+// The docs include the sections marked `--8<--` (docs/clients.md, issue 18).
+// --8<-- [start:contract]
 /**
  * Read the chat service's stream (`POST /api/chat/stream`, Server-Sent Events) with plain
  * `fetch()` and a `ReadableStream` reader. One file, no imports: copy it into any app.
@@ -31,6 +33,7 @@
  * (`: ping` heartbeats), several `data:` lines joined with "\n", and an unfinished event at the
  * end of the stream dropped.
  */
+// --8<-- [end:contract]
 
 export type ChatRole = "system" | "user" | "assistant";
 
@@ -46,7 +49,7 @@ export interface Usage {
   reasoning_tokens?: number;
 }
 
-/** What the service measured for one stream (README, "Server-Sent Events"). */
+/** What the service measured for one stream (docs/api.md, "Server-Sent Events"). */
 export interface StreamMetrics {
   /** Request received by the service to first text sent. */
   ttft_ms: number | null;
@@ -96,6 +99,7 @@ export class ChatStreamError extends Error {
   }
 }
 
+// --8<-- [start:options]
 export interface StreamChatOptions {
   /** Default `/api/chat/stream` (same origin, e.g. through the dev server's proxy). */
   url?: string;
@@ -107,6 +111,7 @@ export interface StreamChatOptions {
   /** Default: the global `fetch`. */
   fetch?: typeof fetch;
 }
+// --8<-- [end:options]
 
 export function isAbortError(error: unknown): boolean {
   return (

@@ -45,6 +45,7 @@ export function UseChatPanel({
   keyRef.current = apiKey;
   const fetchRef = useRef(fetch);
   fetchRef.current = fetch;
+  // --8<-- [start:use-chat]
   // One chat and one transport for the panel's life; the key is read at each request.
   const [session] = useState(() => ({ id: chatId(), messages: storedMessages() }));
   const [transport] = useState(
@@ -71,6 +72,7 @@ export function UseChatPanel({
     onFinish: ({ message, isAbort, finishReason }) =>
       setEndings((current) => ({ ...current, [message.id]: { stopped: isAbort, finishReason } })),
   });
+  // --8<-- [end:use-chat]
   const busy = status === "submitted" || status === "streaming";
   const last = messages.at(-1);
 

@@ -1,5 +1,5 @@
 /**
- * What lets a `useChat` answer outlive the page (issue 13, README "Scaling out"): with
+ * What lets a `useChat` answer outlive the page (issue 13, docs/operations.md "Resumable streams with Redis"): with
  * `REDIS_URL` set, the service keeps producing an answer whose client went away for a grace
  * period, serves the chat's active stream at `GET {api}/{chatId}/stream` (the URL
  * `DefaultChatTransport.reconnectToStream` builds by default), and stops it at once on

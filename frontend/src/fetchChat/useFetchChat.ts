@@ -115,6 +115,7 @@ export function useFetchChat(options: FetchChatOptions) {
       );
     };
 
+    // --8<-- [start:stream-loop]
     let final: Partial<Answer> = {};
     try {
       for await (const event of streamChat(messages, request)) {
@@ -155,6 +156,7 @@ export function useFetchChat(options: FetchChatOptions) {
       if (!text) setDraft({ text: turn.question }); // ready to send again
       setBusy(false);
     }
+    // --8<-- [end:stream-loop]
   }, []);
 
   const send = useCallback(

@@ -98,7 +98,7 @@ export function jsonResponse(status: number, body: unknown, headers: Record<stri
   });
 }
 
-/** The service's SSE framing for its events (README, "Server-Sent Events"). */
+/** The service's SSE framing for its events (docs/api.md, "Server-Sent Events"). */
 export const sse = {
   start: (model = "demo") =>
     `retry: 3000\nid: c:0\nevent: start\ndata: ${JSON.stringify({ type: "start", content: "", id: "c", model })}\n\n`,
