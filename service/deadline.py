@@ -1,9 +1,11 @@
 """The time bounds of an upstream stream, watched by one timer.
 
 - `first_event_seconds` (`FIRST_TOKEN_TIMEOUT_SECONDS`), when given: the wait for the first
-  event, retries included. The SDK's read timeout bounds each silence (the wait for response
-  headers, the gap between chunks); this bounds the whole wait for the first token. Past it:
-  `Failed(UpstreamTimeout)`, a 504 before headers.
+  event, retries included. The SDK's read timeout bounds the wait for each response head (and
+  each retry follows one); this bounds the whole wait for the first token, and is the only
+  bound on a stream's silences between its head and its first token (the transport times no
+  stream read: `service.upstream.transport`). Past it: `Failed(UpstreamTimeout)`, a 504
+  before headers.
 
 Two more bound an upstream that keeps a stream busy without ever ending it (issue #11):
 
@@ -130,7 +132,9 @@ async def within_deadline(
     async with aclosing(events):
         try:
             while watch.expired is None:
-                reader = watch.reader = asyncio.current_task()
+                # With the loop given: without it, Python 3.11 makes a getpid() system call
+                # to find the running loop, once per read (issue #16).
+                reader = watch.reader = asyncio.current_task(loop)
                 if not first:
                     watch.read_started_at = loop.time()
                 try:

@@ -90,9 +90,10 @@ class Settings(BaseSettings):
     upstream_read_timeout_seconds: float = Field(
         default=60.0,
         gt=0,
-        description="Longest silence from the upstream: between two reads, and (after the first "
-        "token) without content, however many comments or empty chunks arrive meanwhile. It "
-        "also bounds a non-streamed `/v1` answer.",
+        description="Longest silence from the upstream: the wait for its response head, each "
+        "read of a non-streamed answer, and, after the first token, the time without content, "
+        "however many comments or empty chunks arrive meanwhile. Before a stream's first token, "
+        "`FIRST_TOKEN_TIMEOUT_SECONDS` bounds the wait.",
     )
     # Issue #11.
     max_stream_seconds: float = Field(

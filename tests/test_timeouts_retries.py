@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, chunk_event
@@ -89,3 +90,66 @@ def test_retries_give_up_with_one_error(retrying: RunningService, upstream: Fake
     response, _ = stream_chat(retrying.base_url, {"prompt": "hi"})
     assert response.status_code == 502
     assert len(upstream.exchanges) == 3  # the first try and two retries
+
+
+def test_a_hung_response_head_is_cut_at_the_read_timeout_and_retried(
+    service_factory: ServiceFactory, upstream: FakeUpstream
+) -> None:
+    running = service_factory(
+        openai_api_key=TEST_KEY,
+        openai_base_url=upstream.base_url,
+        upstream_max_retries=1,
+        upstream_read_timeout_seconds=0.3,
+    )
+    upstream.queue(Reply(delay_before_headers=30), Reply(pieces=answer_pieces([" second"])))
+    started = time.monotonic()
+    response, events = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 200
+    assert answer_text(events) == " second"
+    assert len(upstream.exchanges) == 2
+    assert upstream.exchanges[0].disconnected_at is not None
+    assert time.monotonic() - started < 10
+
+
+def test_before_its_first_token_a_stream_waits_for_the_first_token_bound(
+    service_factory: ServiceFactory, upstream: FakeUpstream
+) -> None:
+    """Between the head and the first token, gaps longer than the read timeout are the model
+    thinking: FIRST_TOKEN_TIMEOUT_SECONDS bounds that wait (issue #16: no stream read is timed
+    by the transport)."""
+    running = service_factory(
+        openai_api_key=TEST_KEY,
+        openai_base_url=upstream.base_url,
+        upstream_max_retries=0,
+        upstream_read_timeout_seconds=0.3,
+        first_token_timeout_seconds=10,
+    )
+    thinking = [b": thinking\n\n"] * 3  # 0.5 s apart, each gap longer than the read timeout
+    answer = b"".join(answer_pieces([" after", " thought"]))  # then the answer, at once
+    upstream.queue(Reply(pieces=[*thinking, answer], pause=0.5))
+    response, events = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 200
+    assert answer_text(events) == " after thought"
+
+
+def test_a_stalled_whole_answer_is_cut_at_the_read_timeout(
+    service_factory: ServiceFactory, upstream: FakeUpstream
+) -> None:
+    running = service_factory(
+        openai_api_key=TEST_KEY,
+        openai_base_url=upstream.base_url,
+        upstream_max_retries=0,
+        upstream_read_timeout_seconds=0.3,
+    )
+    upstream.queue(Reply(pieces=[b'{"id": "chatcmpl-x", "choices": ['], hang=True))
+    started = time.monotonic()
+    response = httpx.post(
+        f"{running.base_url}/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": "Bearer unused"},
+        timeout=10,
+    )
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"  # OpenAI's shape on /v1
+    assert time.monotonic() - started < 5
+    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)

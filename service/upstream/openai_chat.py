@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -57,12 +58,17 @@ from service.settings import Settings
 from service.upstream import openai_events
 from service.upstream.redaction import redact, safe_message
 from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
+from service.upstream.transport import AiohttpTransport, body_reader
 
 _DONE = b"[DONE]"
 _DRAIN_SECONDS = 0.1
 _MAX_RETRY_AFTER_SECONDS = 3600
 # A non-streamed answer (or model list) larger than this is refused rather than held in memory.
 _MAX_BODY_BYTES = 32 * 1024 * 1024
+# Connections to the upstream, as the SDK's own clients allow (openai._constants), and how long
+# an idle one is kept (httpx's default keep-alive expiry).
+_MAX_CONNECTIONS = 1000
+_KEEPALIVE_SECONDS = 5.0
 
 logger = logging.getLogger("service.upstream")
 
@@ -86,7 +92,13 @@ def build_client(
         },
     }
     http_client = (
-        openai.DefaultAioHttpClient(**transport_options)
+        # The SDK's connection limits; bodies read straight from aiohttp (transport.py).
+        httpx2.AsyncClient(
+            transport=AiohttpTransport(
+                max_connections=_MAX_CONNECTIONS, keepalive_seconds=_KEEPALIVE_SECONDS
+            ),
+            **transport_options,
+        )
         if settings.upstream_http_client == "aiohttp"
         else openai.DefaultAsyncHttpxClient(**transport_options)
     )
@@ -201,9 +213,9 @@ class OpenAIChatUpstream:
                 model=params.model, messages=[], stream=True, extra_body=body
             ) as response:
                 decoder = SSEDecoder()
-                chunks = _body_of(response)
+                read = _reads_of(response)
                 done = False
-                async for chunk in chunks:
+                while chunk := await read():
                     for payload in decoder.feed(chunk):
                         if payload == _DONE:
                             done = True
@@ -214,7 +226,7 @@ class OpenAIChatUpstream:
                             if isinstance(event, Failed):
                                 return
                     if done:
-                        await _drain(chunks)
+                        await _drain(read)
                         return
             if not finished:
                 yield Failed(_unfinished())
@@ -231,11 +243,11 @@ class OpenAIChatUpstream:
                     return
                 decode = openai_events.event_decoder(params.api, forward_usage, self._secrets)
                 decoder = SSEDecoder()
-                chunks = _body_of(response)
+                read = _reads_of(response)
                 # Events before the first output wait for it (module docstring); None once sent.
                 held: list[Relayed] | None = []
                 finished = done = False
-                async for chunk in chunks:
+                while chunk := await read():
                     for name, payload in decoder.feed_named(chunk):
                         if payload == _DONE:
                             done = True
@@ -254,7 +266,7 @@ class OpenAIChatUpstream:
                             held = None
                         yield event
                     if done:
-                        await _drain(chunks)
+                        await _drain(read)
                         break
             for earlier in held or ():
                 yield earlier
@@ -312,7 +324,11 @@ class OpenAIChatUpstream:
             return self._status_error(error, api)
         # The raw body raises the transport's own exceptions (the SDK maps them only in its
         # typed stream), so both families are translated here.
-        if isinstance(error, openai.APIConnectionError | httpx2.RequestError):
+        # Reads straight from aiohttp's reader raise its own exceptions (`_reads_of`).
+        if isinstance(
+            error,
+            openai.APIConnectionError | httpx2.RequestError | aiohttp.ClientError | TimeoutError,
+        ):
             return _transport_failure(error)
         if isinstance(error, EventTooLarge | BodyTooLarge | CompressedBody):
             return UpstreamUnavailable(str(error))
@@ -375,42 +391,43 @@ def _unfinished() -> UpstreamUnavailable:
     return UpstreamUnavailable("the upstream ended the stream without finishing")
 
 
-def _body_of(response: Any) -> AsyncIterator[bytes]:
-    """The upstream body's reads as they arrive: the raw iterator of the SDK's public
-    `http_response`. The SDK's `iter_bytes` wraps it in two more async generators, a content
-    decoder and a chunker (issue #12 measured the layers per token); nothing is decoded here
-    anyway, since a compressed body is refused on its headers (`_refuse_compressed`)."""
+def _reads_of(response: Any) -> Callable[[], Awaitable[bytes]]:
+    """The upstream body's reads as they arrive, `b""` at its end: straight from the aiohttp
+    reader our transport hands over (`service.upstream.transport`), one await per network read;
+    from httpx2's `aiter_raw()` for a response that came another way. Nothing is decoded
+    either way: a compressed body is refused on its headers (`_refuse_compressed`)."""
+    reader = body_reader(response.http_response)
+    if reader is not None:
+        return reader.readany
     chunks: AsyncIterator[bytes] = response.http_response.aiter_raw()
-    return chunks
+    return partial(anext, chunks, b"")
 
 
 async def _read_body(response: Any) -> bytes:
     """A whole (non-streamed) upstream body, refused once it exceeds `_MAX_BODY_BYTES`."""
     received = bytearray()
-    async for chunk in _body_of(response):
+    async for chunk in response.http_response.aiter_raw():
         received += chunk
         if len(received) > _MAX_BODY_BYTES:
             raise BodyTooLarge(f"the upstream's answer exceeds {_MAX_BODY_BYTES} bytes")
     return bytes(received)
 
 
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
+async def _drain(read: Callable[[], Awaitable[bytes]]) -> None:
     """Read what follows `[DONE]` (normally just the end of the chunked body) so the HTTP/1.1
     connection goes back to the pool instead of being closed; a new TLS handshake would add to
     the next stream's time to first token. Bounded: a server that keeps the body open after
     `[DONE]` costs at most this long, then the connection is dropped."""
     with anyio.move_on_after(_DRAIN_SECONDS):
-        async for _ in chunks:
+        while await read():
             pass
 
 
 def _transport_failure(error: BaseException) -> ServiceError:
-    """Timeout or unreachable. The SDK's class is right, except over the aiohttp adapter.
-
-    That adapter maps every `aiohttp.ClientConnectionError` (a refused connection, a server that
-    hung up mid-stream) to `ConnectTimeout`, so when the root cause is aiohttp's or the OS's own
-    exception, the root decides: a `TimeoutError` (aiohttp's timeouts are) or not.
-    """
+    """Timeout or unreachable, decided by the root cause where it is aiohttp's or the OS's own
+    exception (our transport keeps it as the cause; reads from aiohttp's reader raise it
+    directly): a `TimeoutError` (aiohttp's timeouts are) or not. Otherwise the SDK's or
+    httpx2's class says."""
     root = error
     while root.__cause__ is not None:
         root = root.__cause__
