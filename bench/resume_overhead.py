@@ -25,7 +25,7 @@ import uvloop
 from bench.processes import process_cpu_seconds
 from service.chat import OpenedStream
 from service.events import (
-    ResponseEvent,
+    ResponseBatch,
     StreamEnded,
     StreamMetrics,
     StreamStarted,
@@ -42,13 +42,17 @@ from testkit.services import make_settings
 METRICS = StreamMetrics(None, None, None, 0, 0.0)
 
 
-async def events(stream_id: str, tokens: int, pause: float) -> AsyncGenerator[ResponseEvent, None]:
-    yield StreamStarted(stream_id, "bench")
+async def events(stream_id: str, tokens: int, pause: float) -> AsyncGenerator[ResponseBatch, None]:
+    """A live stream (a token a read, `pause` apart), or a burst in one batch (no pause)."""
+    if not pause:
+        deltas: ResponseBatch = [TextDelta(f" w{index}") for index in range(tokens)]
+        yield [StreamStarted(stream_id, "bench"), *deltas, StreamEnded("stop", None, METRICS)]
+        return
+    yield [StreamStarted(stream_id, "bench")]
     for index in range(tokens):
-        if pause:
-            await asyncio.sleep(pause)
-        yield TextDelta(f" w{index}")
-    yield StreamEnded("stop", None, METRICS)
+        await asyncio.sleep(pause)
+        yield [TextDelta(f" w{index}")]
+    yield [StreamEnded("stop", None, METRICS)]
 
 
 def opened(number: int, tokens: int, pause: float) -> OpenedStream:
@@ -57,11 +61,11 @@ def opened(number: int, tokens: int, pause: float) -> OpenedStream:
     return OpenedStream(stream_id, events(stream_id, tokens, pause), recorder)
 
 
-async def consume(source: AsyncGenerator[ResponseEvent, None], stream_id: str) -> int:
+async def consume(source: AsyncGenerator[ResponseBatch, None], stream_id: str) -> int:
     encoder = SSEEncoder(stream_id)
     written = 0
-    async for event in source:
-        written += len(encoder.encode(event))
+    async for batch in source:
+        written += sum(len(encoder.encode(event)) for event in batch)
     return written + len(encoder.close())
 
 

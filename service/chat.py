@@ -16,7 +16,7 @@ from typing import NamedTuple
 from service.chunking import rechunk_words
 from service.deadline import within_deadline
 from service.domain import CompletionParams, PassthroughParams, PassthroughRequest, StreamRequest
-from service.events import ResponseEvent, UpstreamEvent
+from service.events import ResponseBatch, UpstreamBatch
 from service.metrics import StreamObserver, StreamRecorder
 from service.relay import relay
 from service.settings import Settings
@@ -29,7 +29,8 @@ def new_stream_id() -> str:
 
 class OpenedStream(NamedTuple):
     stream_id: str
-    events: AsyncGenerator[ResponseEvent, None]
+    # The response events, a batch per upstream read (`service.events.ResponseBatch`).
+    events: AsyncGenerator[ResponseBatch, None]
     recorder: StreamRecorder
 
 
@@ -98,7 +99,7 @@ class ChatService:
 
     def _open(
         self,
-        upstream: AsyncGenerator[UpstreamEvent, None],
+        upstream: AsyncGenerator[UpstreamBatch, None],
         recorder: StreamRecorder,
         *,
         first_token_deadline: bool,

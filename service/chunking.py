@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
-from service.events import ResponseEvent, TextDelta
+from service.events import ResponseBatch, TextDelta
 
 _ZERO_WIDTH_JOINER = "\u200d"
 # A "word" longer than this is cut anyway, so text without spaces still streams and the buffer
@@ -89,24 +89,27 @@ def _cuts(text: str, searched: int) -> tuple[list[str], int]:
 
 
 async def rechunk_words(
-    events: AsyncGenerator[ResponseEvent, None],
-) -> AsyncGenerator[ResponseEvent, None]:
+    batches: AsyncGenerator[ResponseBatch, None],
+) -> AsyncGenerator[ResponseBatch, None]:
     pending = ""
-    async with aclosing(events):
-        async for event in events:
-            if isinstance(event, TextDelta):
-                # Only the new text (and the character before it, whose boundary depended on
-                # what came next) can hold a new boundary: the search stays linear overall.
-                searched = max(0, len(pending) - 1)
-                text = pending + event.text
-                pieces, rest = _cuts(text, searched)
-                for piece in pieces:
-                    yield TextDelta(piece)
-                pending = text[rest:]
-                continue
-            if pending:
-                yield TextDelta(pending)
-                pending = ""
-            yield event
+    async with aclosing(batches):
+        async for batch in batches:
+            out: ResponseBatch = []
+            for event in batch:
+                if isinstance(event, TextDelta):
+                    # Only the new text (and the character before it, whose boundary depended
+                    # on what came next) can hold a new boundary: the search stays linear.
+                    searched = max(0, len(pending) - 1)
+                    text = pending + event.text
+                    pieces, rest = _cuts(text, searched)
+                    out += [TextDelta(piece) for piece in pieces]
+                    pending = text[rest:]
+                    continue
+                if pending:
+                    out.append(TextDelta(pending))
+                    pending = ""
+                out.append(event)
+            if out:
+                yield out
     if pending:  # a stream that ended without a last event keeps its text too
-        yield TextDelta(pending)
+        yield [TextDelta(pending)]

@@ -37,7 +37,7 @@ from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
 from service.errors import ServiceError, StreamDeadlineExceeded, UpstreamTimeout
-from service.events import Failed, UpstreamEvent
+from service.events import Failed, UpstreamBatch
 
 
 class _Watch:
@@ -119,17 +119,17 @@ class _Watch:
 
 
 async def within_deadline(
-    events: AsyncGenerator[UpstreamEvent, None],
+    batches: AsyncGenerator[UpstreamBatch, None],
     *,
     max_seconds: float,
     idle_seconds: float,
     first_event_seconds: float | None = None,
-) -> AsyncGenerator[UpstreamEvent, None]:
-    """`events`, ended with a `Failed` event when a bound passes (see the module docstring)."""
+) -> AsyncGenerator[UpstreamBatch, None]:
+    """`batches`, ended with a `Failed` event when a bound passes (see the module docstring)."""
     loop = asyncio.get_running_loop()
     watch = _Watch(max_seconds, idle_seconds, first_event_seconds)
     first = True
-    async with aclosing(events):
+    async with aclosing(batches):
         try:
             while watch.expired is None:
                 # With the loop given: without it, Python 3.11 makes a getpid() system call
@@ -138,7 +138,7 @@ async def within_deadline(
                 if not first:
                     watch.read_started_at = loop.time()
                 try:
-                    event = await anext(events)
+                    batch = await anext(batches)
                 except StopAsyncIteration:
                     return
                 except asyncio.CancelledError:
@@ -150,10 +150,10 @@ async def within_deadline(
                 if first:
                     first = False
                     watch.watch_idle()
-                yield event
-                if isinstance(event, Failed):
+                yield batch
+                if isinstance(batch[-1], Failed):
                     return
         finally:
             watch.stop()
     assert watch.expired is not None
-    yield Failed(watch.expired)
+    yield [Failed(watch.expired)]

@@ -16,6 +16,10 @@ encoder is a pure function of one event. These are slotted dataclasses rather th
 models: one is built per token, and the hot-path budget is tens of microseconds (issue #2).
 `Failed` and `StreamFailed` are always last: an upstream iterator never raises except when
 cancelled.
+
+Streams travel in batches (`UpstreamBatch`, `ResponseBatch`): the events one upstream read
+completed, so that the response writes them with one system call (issue #16). Batches change
+nothing about the events themselves: each is still encoded, numbered and measured on its own.
 """
 
 from __future__ import annotations
@@ -101,6 +105,10 @@ class Relayed:
 
 
 UpstreamEvent = TextDelta | ReasoningDelta | Relayed | Finished | UsageReported | Failed
+# What one read from the upstream completed: its events, in order, never none (issue #16). Every
+# layer passes a stream on batch by batch, so a read that brings several events becomes one write
+# to the client, as a byte relay would write it.
+UpstreamBatch = list[UpstreamEvent]
 
 
 @dataclass(slots=True, frozen=True)
@@ -142,3 +150,5 @@ class StreamFailed:
 
 
 ResponseEvent = StreamStarted | TextDelta | ReasoningDelta | Relayed | StreamEnded | StreamFailed
+# The response events of one upstream read (or of the stream's end): one write to the client.
+ResponseBatch = list[ResponseEvent]

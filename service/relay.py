@@ -10,6 +10,8 @@ recorder's metrics, so it is sent once the upstream stream is over.
 A `Relayed` upstream event (the OpenAI-compatible routes) passes through like text; its finish
 reason and usage were recorded by the recorder, which the `StreamEnded` then reports. Every
 upstream event is shown to the recorder (`StreamRecorder.record`) before it is relayed.
+
+Batches stay batches: what one upstream read completed is one response batch, so one write.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from service.events import (
     Finished,
     ReasoningDelta,
     Relayed,
-    ResponseEvent,
+    ResponseBatch,
     StreamEnded,
     StreamFailed,
     StreamStarted,
     TextDelta,
-    UpstreamEvent,
+    UpstreamBatch,
     Usage,
     UsageReported,
 )
@@ -39,33 +41,39 @@ _DEFAULT_FINISH_REASON = "stop"
 
 
 async def relay(
-    events: AsyncGenerator[UpstreamEvent, None], recorder: StreamRecorder
-) -> AsyncGenerator[ResponseEvent, None]:
+    batches: AsyncGenerator[UpstreamBatch, None], recorder: StreamRecorder
+) -> AsyncGenerator[ResponseBatch, None]:
+    """The response events, a batch per upstream batch that says something to the client, and
+    a last one with the `StreamEnded` (or the `StreamFailed`, which ends a batch too)."""
     started = StreamStarted(recorder.stream_id, recorder.model)
     sent_start = False
     finish_reason: str | None = None
     usage: Usage | None = None
     record = recorder.record
     recorder.upstream_started_at = time.perf_counter()
-    async with aclosing(events):
-        async for event in events:
-            record(event)
-            if isinstance(event, (TextDelta, ReasoningDelta, Relayed)):
-                if not sent_start:
-                    sent_start = True
-                    yield started
-                yield event
-            elif isinstance(event, Finished):
-                finish_reason = event.reason
-            elif isinstance(event, UsageReported):
-                usage = event.usage
-            elif isinstance(event, Failed):
-                yield StreamFailed(event.error)
-                return
-    if not sent_start:
-        yield started
-    yield StreamEnded(
+    async with aclosing(batches):
+        async for batch in batches:
+            out: ResponseBatch = []
+            for event in batch:
+                record(event)
+                if isinstance(event, (TextDelta, ReasoningDelta, Relayed)):
+                    if not sent_start:
+                        sent_start = True
+                        out.append(started)
+                    out.append(event)
+                elif isinstance(event, Finished):
+                    finish_reason = event.reason
+                elif isinstance(event, UsageReported):
+                    usage = event.usage
+                elif isinstance(event, Failed):
+                    out.append(StreamFailed(event.error))
+                    yield out
+                    return
+            if out:
+                yield out
+    ended = StreamEnded(
         finish_reason or recorder.finish_reason or _DEFAULT_FINISH_REASON,
         usage or recorder.usage,
         recorder.metrics(),
     )
+    yield [ended] if sent_start else [started, ended]

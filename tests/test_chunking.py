@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from service.chunking import MAX_PENDING_CHARS, rechunk_words, word_boundary
 from service.errors import UpstreamUnavailable
-from service.events import ResponseEvent, StreamFailed, StreamStarted, TextDelta
+from service.events import ResponseBatch, ResponseEvent, StreamFailed, StreamStarted, TextDelta
 
 
 @pytest.mark.parametrize(
@@ -36,14 +36,14 @@ def test_word_boundary(text: str, cut: int) -> None:
 
 
 async def chunks_of(pieces: list[str], last: ResponseEvent | None = None) -> list[ResponseEvent]:
-    async def events() -> AsyncGenerator[ResponseEvent, None]:
-        yield StreamStarted("s", "m")
+    async def batches() -> AsyncGenerator[ResponseBatch, None]:
+        yield [StreamStarted("s", "m")]
         for piece in pieces:
-            yield TextDelta(piece)
+            yield [TextDelta(piece)]
         if last is not None:
-            yield last
+            yield [last]
 
-    return [event async for event in rechunk_words(events())]
+    return [event async for batch in rechunk_words(batches()) for event in batch]
 
 
 @settings(max_examples=300, deadline=None)

@@ -75,7 +75,7 @@ def test_fake_responses_sequence_matches_the_sdk_types() -> None:
 
 
 async def collect(upstream: DemoUpstream, params: PassthroughParams) -> list[Relayed]:
-    events = [event async for event in upstream.passthrough(params)]
+    events = [event async for batch in upstream.passthrough(params) for event in batch]
     assert all(isinstance(event, Relayed) for event in events)
     return [event for event in events if isinstance(event, Relayed)]
 

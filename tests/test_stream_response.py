@@ -11,7 +11,7 @@ from typing import Any
 
 from service.errors import UpstreamUnavailable
 from service.events import (
-    ResponseEvent,
+    ResponseBatch,
     StreamEnded,
     StreamFailed,
     StreamMetrics,
@@ -31,15 +31,14 @@ SCOPE: dict[str, Any] = {"type": "http", "method": "POST", "path": "/api/chat/st
 
 async def answer(
     *, fail_with: BaseException | None = None, delay: float = 0.0
-) -> AsyncGenerator[ResponseEvent, None]:
+) -> AsyncGenerator[ResponseBatch, None]:
     await asyncio.sleep(delay)
     if fail_with is not None and delay:
         raise fail_with
-    yield StreamStarted("s", "m")
-    yield TextDelta("Hello")
+    yield [StreamStarted("s", "m"), TextDelta("Hello")]
     if fail_with is not None:
         raise fail_with
-    yield StreamEnded("stop", None, METRICS)
+    yield [StreamEnded("stop", None, METRICS)]
 
 
 class Client:
@@ -92,7 +91,7 @@ def run(make: Make, client: Client, timeout: float = 5) -> tuple[list[Delivery],
     return finished, asyncio.run(main())
 
 
-def sse(events: AsyncGenerator[ResponseEvent, None], heartbeat_seconds: float = 15.0) -> Make:
+def sse(events: AsyncGenerator[ResponseBatch, None], heartbeat_seconds: float = 15.0) -> Make:
     timing = StreamTiming(heartbeat_seconds=heartbeat_seconds, send_timeout_seconds=0.3)
     return lambda on_finish: ChatStreamResponse(
         events, SSEEncoder("s"), timing=timing, on_finish=on_finish
@@ -104,8 +103,26 @@ def test_a_stuck_last_write_is_timed_out_and_reported() -> None:
     finished, took = run(sse(answer()), client)
     assert finished == ["send_timeout"]
     assert took < 2  # 1 to 2 send timeouts, not forever
-    assert b"event: end" in client.body
-    assert b"[DONE]" not in client.body  # it never got through; nothing was sent after it
+    assert b'"content":"Hello"' in client.body
+    # The end event and [DONE] go in one last write: it never got through, nothing followed it.
+    assert b"event: end" not in client.body
+    assert b"[DONE]" not in client.body
+
+
+def test_one_write_per_batch_and_the_end_marker_with_the_terminal_event() -> None:
+    async def batches() -> AsyncGenerator[ResponseBatch, None]:
+        yield [StreamStarted("s", "m"), TextDelta("a"), TextDelta("b")]
+        yield [TextDelta("c")]
+        yield [StreamEnded("stop", None, METRICS)]
+
+    client = Client()
+    finished, _ = run(sse(batches()), client)
+    assert finished == ["delivered"]
+    bodies = [message["body"] for message in client.messages[1:]]
+    assert len(bodies) == 3
+    assert [body.count(b"\n\n") for body in bodies] == [3, 1, 2]  # events, then end + [DONE]
+    assert bodies[2].endswith(b"id: s:done\ndata: [DONE]\n\n")
+    assert client.messages[-1]["more_body"] is False
 
 
 def test_failure_before_the_first_event_is_a_500_json() -> None:
@@ -133,9 +150,9 @@ def test_failure_mid_stream_ends_in_band_with_done() -> None:
 
 
 def test_a_format_without_heartbeat_keeps_its_real_status() -> None:
-    async def late_failure() -> AsyncGenerator[ResponseEvent, None]:
+    async def late_failure() -> AsyncGenerator[ResponseBatch, None]:
         await asyncio.sleep(0.5)
-        yield StreamFailed(UpstreamUnavailable("gone"))
+        yield [StreamFailed(UpstreamUnavailable("gone"))]
 
     client = Client()
     timing = StreamTiming(heartbeat_seconds=0.05, send_timeout_seconds=1)
@@ -150,9 +167,9 @@ def test_a_format_without_heartbeat_keeps_its_real_status() -> None:
 
 
 def test_sse_commits_headers_with_a_first_heartbeat() -> None:
-    async def slow() -> AsyncGenerator[ResponseEvent, None]:
+    async def slow() -> AsyncGenerator[ResponseBatch, None]:
         await asyncio.sleep(0.3)
-        yield StreamFailed(UpstreamUnavailable("gone"))
+        yield [StreamFailed(UpstreamUnavailable("gone"))]
 
     client = Client()
     finished, _ = run(sse(slow(), heartbeat_seconds=0.1), client)
@@ -163,11 +180,11 @@ def test_sse_commits_headers_with_a_first_heartbeat() -> None:
 
 
 def test_client_leaving_is_reported_once() -> None:
-    async def endless() -> AsyncGenerator[ResponseEvent, None]:
-        yield StreamStarted("s", "m")
+    async def endless() -> AsyncGenerator[ResponseBatch, None]:
+        yield [StreamStarted("s", "m")]
         while True:
             await asyncio.sleep(0.01)
-            yield TextDelta("x")
+            yield [TextDelta("x")]
 
     client = Client()
 

@@ -2,8 +2,8 @@
 
 Two phases:
 
-1. *Before headers.* Wait for the first response event while watching for the client leaving.
-   If the first event is a `StreamFailed`, nothing has been said yet, so the client gets a real
+1. *Before headers.* Wait for the first response batch while watching for the client leaving.
+   If its first event is a `StreamFailed`, nothing has been said yet, so the client gets a real
    HTTP error (status from the error, JSON body). If the client leaves, the event iterator is
    closed, which closes the upstream request, even while the upstream has not answered yet or
    the SDK is sleeping between retries. For a format with a heartbeat (SSE; NDJSON when
@@ -11,7 +11,8 @@ Two phases:
    event, so that proxies do not time the stream out; an error after that point travels
    in-band. A format without one keeps waiting, so its status stays real.
 2. *Streaming.* Four tasks, the first to finish ends the response and the others are
-   cancelled: the sender (events -> encoder -> `send`), the disconnect listener, a monitor that
+   cancelled: the sender (each batch of events -> encoder -> one `send`; the terminal event's
+   batch and the end marker in one), the disconnect listener, a monitor that
    sends the heartbeat after `heartbeat_seconds` without a write and drops a client that has not
    accepted a write for `send_timeout_seconds`, and the shutdown watch: when the grace period
    after SIGTERM runs out, the sender is cancelled and the stream ends with an in-band
@@ -47,7 +48,7 @@ from starlette.types import Receive, Scope, Send
 
 from service.error_responses import ErrorRenderer, error_response
 from service.errors import InternalError, ServiceError, server_shutting_down
-from service.events import ResponseEvent, StreamEnded, StreamFailed
+from service.events import ResponseBatch, StreamEnded, StreamFailed
 from service.outcomes import Delivery
 from service.settings import Settings
 from service.wire.base import Encoder
@@ -61,6 +62,8 @@ STREAM_HEADERS = {
     # https://nginx.org/en/docs/http/ngx_http_proxy_module.html#proxy_buffering
     "X-Accel-Buffering": "no",
 }
+# The events that end a stream (final classes: `type` is enough).
+_TERMINAL = frozenset({StreamEnded, StreamFailed})
 # A resumable stream's id (`service.resume`), for clients of formats without event ids (NDJSON,
 # plain text) to resume with.
 STREAM_ID_HEADER = "X-Stream-Id"
@@ -100,7 +103,7 @@ class ChatStreamResponse(Response):
 
     def __init__(
         self,
-        events: AsyncGenerator[ResponseEvent, None],
+        events: AsyncGenerator[ResponseBatch, None],
         encoder: Encoder,
         *,
         timing: StreamTiming,
@@ -154,7 +157,7 @@ class ChatStreamResponse(Response):
             await self._cut_off.wait()
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> Delivery:
-        first: asyncio.Future[ResponseEvent] = asyncio.ensure_future(anext(self._events))
+        first: asyncio.Future[ResponseBatch] = asyncio.ensure_future(anext(self._events))
         disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
         stopping = asyncio.ensure_future(self._grace_expired())
         try:
@@ -175,7 +178,7 @@ class ChatStreamResponse(Response):
         scope: Scope,
         receive: Receive,
         send: Send,
-        first: asyncio.Future[ResponseEvent],
+        first: asyncio.Future[ResponseBatch],
         disconnected: asyncio.Future[None],
         stopping: asyncio.Future[None],
     ) -> Delivery | None:
@@ -200,7 +203,7 @@ class ChatStreamResponse(Response):
                 await self._discard(first)
                 await self._render_error(InternalError())(scope, receive, send)
                 return "internal_error"
-            opening = first.result()
+            opening = first.result()[0]
             if isinstance(opening, StreamFailed):
                 await self._discard(first)
                 await self._render_error(opening.error)(scope, receive, send)
@@ -215,7 +218,7 @@ class ChatStreamResponse(Response):
     async def _stream(
         self,
         send: Send,
-        first: asyncio.Future[ResponseEvent],
+        first: asyncio.Future[ResponseBatch],
         disconnected: asyncio.Future[None],
         stopping: asyncio.Future[None],
     ) -> Delivery:
@@ -262,14 +265,30 @@ class ChatStreamResponse(Response):
         )
         return "shutdown"
 
-    async def _send_events(self, send: Send, first: asyncio.Future[ResponseEvent]) -> None:
+    async def _send_events(self, send: Send, first: asyncio.Future[ResponseBatch]) -> None:
         encoder = self._encoder
+        encode = encoder.encode
         lock = self._send_lock
         loop_time = asyncio.get_running_loop().time
         try:
-            event = await first
+            batch = await first
             while True:
-                body = encoder.encode(event)
+                # One write per batch: the events one upstream read brought (issue #16).
+                body = encode(batch[0]) if len(batch) == 1 else b"".join(map(encode, batch))
+                if type(batch[-1]) in _TERMINAL:
+                    # Nothing follows a terminal event: the end marker goes in the same write.
+                    self._terminal_sent = True
+                    async with lock:
+                        self._writing_since = loop_time()
+                        await send(
+                            {
+                                "type": "http.response.body",
+                                "body": body + encoder.close(),
+                                "more_body": False,
+                            }
+                        )
+                        self._closed, self._writing_since = True, None
+                    return
                 if body:
                     if lock.locked():  # a heartbeat is going out: wait until it is written
                         async with lock:
@@ -279,10 +298,8 @@ class ChatStreamResponse(Response):
                     self._writing_since = loop_time()
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                     self._last_write_at, self._writing_since = loop_time(), None
-                if isinstance(event, StreamEnded | StreamFailed):
-                    self._terminal_sent = True
                 try:
-                    event = await anext(self._events)
+                    batch = await anext(self._events)
                 except StopAsyncIteration:
                     break
             async with lock:
@@ -349,7 +366,7 @@ class ChatStreamResponse(Response):
         except (TimeoutError, OSError):
             logger.warning("could not send the end of a cut stream; connection dropped")
 
-    async def _discard(self, first: asyncio.Future[ResponseEvent]) -> None:
+    async def _discard(self, first: asyncio.Future[ResponseBatch]) -> None:
         """Close the event iterator, first cancelling a read still in flight in `first`."""
         if not first.done():
             first.cancel()

@@ -39,7 +39,7 @@ from service.errors import (
     StreamLost,
     StreamNotFound,
 )
-from service.events import ResponseEvent, StreamFailed
+from service.events import ResponseBatch, ResponseEvent, StreamFailed
 from service.http.stream_response import STREAM_ID_HEADER, ChatStreamResponse, StreamTiming
 from service.limits import StreamSlot
 from service.outcomes import Delivery
@@ -136,7 +136,7 @@ class ResumableStreams:
         caller: str | None,
         *,
         chat_id: str | None = None,
-    ) -> AsyncGenerator[ResponseEvent, None] | None:
+    ) -> AsyncGenerator[ResponseBatch, None] | None:
         """Make `opened` resumable: its producer starts, and the original client's events are
         returned. None when the store cannot be reached (the caller streams directly);
         `StreamExists` when the id is taken. `chat_id` (useChat's) makes it that chat's
@@ -339,7 +339,7 @@ class ResumableStreams:
                 last_entry = batch.entry_id
             return bool(batches)
 
-        def follow_from(number: int) -> AsyncGenerator[ResponseEvent, None]:
+        def follow_from(number: int) -> AsyncGenerator[ResponseBatch, None]:
             pending = events[max(0, number - source.first) :]
             return self._follow_stored(stream_id, pending, source.known, last_entry)
 
@@ -356,14 +356,16 @@ class ResumableStreams:
 
     async def _follow_stored(
         self, stream_id: str, pending: list[ResponseEvent], next_number: int, last_entry: bytes
-    ) -> AsyncGenerator[ResponseEvent, None]:
+    ) -> AsyncGenerator[ResponseBatch, None]:
         """Events from the store: `pending` (already read), then what the producer appends,
-        until the terminal event; a retryable `stream_lost` error when the producer's lease
-        lapses without one (its replica died)."""
-        for event in pending:
-            yield event
-            if is_terminal(event):
-                return
+        until the terminal event, a batch per read from the store; a retryable `stream_lost`
+        error when the producer's lease lapses without one (its replica died)."""
+        terminal = next((n for n, event in enumerate(pending) if is_terminal(event)), None)
+        if terminal is not None:
+            yield pending[: terminal + 1]
+            return
+        if pending:
+            yield pending
         loop = asyncio.get_running_loop()
         store = self._store
         marked_at = -self._tick
@@ -375,27 +377,38 @@ class ResumableStreams:
                     marked_at = loop.time()
                 batches = await store.read_after(stream_id, last_entry, block=lease_held)
                 if not batches and not lease_held:
-                    yield StreamFailed(StreamLost(_lost(stream_id)))
+                    yield [StreamFailed(StreamLost(_lost(stream_id)))]
                     return
+                out: ResponseBatch = []
                 for batch in batches:
                     for number, event in numbered(batch):
                         if number < next_number:
                             continue
                         if number > next_number:
-                            yield StreamFailed(
-                                StreamEventsExpired(f"events of {stream_id} were trimmed")
+                            out.append(
+                                StreamFailed(
+                                    StreamEventsExpired(f"events of {stream_id} were trimmed")
+                                )
                             )
+                            yield out
                             return
                         next_number += 1
-                        yield event
+                        out.append(event)
                         if is_terminal(event):
+                            yield out
                             return
                     last_entry = batch.entry_id
+                if out:
+                    yield out
         except StoreUnavailable as error:
             self._unavailable(f"lost the store while resuming {stream_id}", error)
-            yield StreamFailed(
-                ResumeUnavailable("the stream store became unreachable; the stream cannot go on")
-            )
+            yield [
+                StreamFailed(
+                    ResumeUnavailable(
+                        "the stream store became unreachable; the stream cannot go on"
+                    )
+                )
+            ]
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -435,7 +448,7 @@ def _nothing_to_record(delivery: Delivery) -> None:
     """A resuming client's response: the stream is recorded once, by its producer."""
 
 
-async def _wait_for_end(events: AsyncGenerator[ResponseEvent, None], seconds: float) -> str:
+async def _wait_for_end(events: AsyncGenerator[ResponseBatch, None], seconds: float) -> str:
     try:
         async with asyncio.timeout(seconds):
             async for _ in events:

@@ -31,7 +31,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from service.errors import InternalError, server_shutting_down
-from service.events import ResponseEvent, StreamEnded, StreamFailed
+from service.events import ResponseBatch, ResponseEvent, StreamEnded, StreamFailed
 from service.metrics import StreamRecorder
 from service.outcomes import Delivery
 from service.resume.codec import is_terminal, pack
@@ -45,7 +45,7 @@ class Producer:
     def __init__(
         self,
         stream_id: str,
-        source: AsyncGenerator[ResponseEvent, None],
+        source: AsyncGenerator[ResponseBatch, None],
         recorder: StreamRecorder,
         *,
         format_name: str,
@@ -81,10 +81,10 @@ class Producer:
             self._run(), name=f"produce {self.stream_id}"
         )
 
-    def _append(self, event: ResponseEvent) -> None:
-        self.events.append(event)
+    def _append(self, batch: ResponseBatch) -> None:
+        self.events += batch
         if self.stored:
-            self.unsent.append(pack(event))
+            self.unsent += [pack(event) for event in batch]
             self._on_append(self)
         self._changed.set()
 
@@ -92,8 +92,8 @@ class Producer:
         delivery: Delivery = "internal_error"
         try:
             async with aclosing(self._source):
-                async for event in self._source:
-                    self._append(event)
+                async for batch in self._source:
+                    self._append(batch)
             delivery = "delivered"
         except asyncio.CancelledError:
             reason = self._cancel_reason
@@ -119,7 +119,7 @@ class Producer:
 
     def _end_with(self, terminal: ResponseEvent) -> None:
         if not (self.events and is_terminal(self.events[-1])):
-            self._append(terminal)
+            self._append([terminal])
 
     def cancel(self, reason: Delivery) -> None:
         """End the stream now, closing its upstream request; the first reason wins."""
@@ -160,8 +160,9 @@ class Producer:
 
 async def follow(
     producer: Producer, after: int, *, original: bool = False
-) -> AsyncGenerator[ResponseEvent, None]:
-    """The events after number `after`, from memory, live until the stream's terminal event.
+) -> AsyncGenerator[ResponseBatch, None]:
+    """The events after number `after`, from memory, live until the stream's terminal event,
+    each time as one batch of all that came meanwhile (one write for a client that was behind).
     `original`: the client that started the stream (its leaving before the first event ends
     the stream at once)."""
     producer.attach()
@@ -170,10 +171,10 @@ async def follow(
         while True:
             events = producer.events
             if index < len(events):
-                event = events[index]
-                index += 1
-                yield event
-                if is_terminal(event):
+                batch = events[index:]  # a terminal event is always the last one
+                index += len(batch)
+                yield batch
+                if is_terminal(batch[-1]):
                     return
             elif producer.finished:
                 return

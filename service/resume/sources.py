@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from service.errors import InvalidRequest, StreamEventsExpired
-from service.events import ResponseEvent, TextDelta
+from service.events import ResponseBatch, ResponseEvent, TextDelta
 from service.resume.codec import is_terminal
 from service.resume.producer import Producer, follow
 from service.resume.store import StoredBatch
@@ -38,8 +38,8 @@ class Source:
     first: int
     # Waits (a tick at most) for more events; whether some came.
     more: Callable[[], Awaitable[bool]]
-    # The events from number `n` on, live, until the terminal event.
-    follow: Callable[[int], AsyncGenerator[ResponseEvent, None]]
+    # The events from number `n` on, live, until the terminal event, in batches.
+    follow: Callable[[int], AsyncGenerator[ResponseBatch, None]]
     producer: Producer | None = field(default=None)
 
     @property

@@ -6,16 +6,17 @@ from collections.abc import AsyncGenerator
 from typing import Any, Protocol
 
 from service.domain import CompletionParams, PassthroughParams
-from service.events import UpstreamEvent
+from service.events import UpstreamBatch
 
 
 class ChatUpstream(Protocol):
     """A source of chat completions.
 
     Contract of `stream`: yields `TextDelta`, `Finished` and `UsageReported` in the order the
-    model produced them, and at most one `Failed`, which is last. It never raises, except
-    `CancelledError` when its consumer is cancelled; closing the iterator (or cancelling it)
-    releases the upstream connection at once.
+    model produced them, and at most one `Failed`, which is last, in batches: the events each
+    read from the upstream completed (`UpstreamBatch`, never empty; a read that completes none
+    yields nothing). It never raises, except `CancelledError` when its consumer is cancelled;
+    closing the iterator (or cancelling it) releases the upstream connection at once.
     """
 
     # The provider's name in the provider table (`service.upstream.providers`).
@@ -31,9 +32,9 @@ class ChatUpstream(Protocol):
         """The log level and line that say, at start-up, what the service streams from."""
         ...
 
-    def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamEvent, None]: ...
+    def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamBatch, None]: ...
 
-    def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamEvent, None]:
+    def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamBatch, None]:
         """An OpenAI API call relayed as it is (issue #8): `Relayed` events carrying the
         upstream's own bytes (one per SSE event, or the whole answer when not streamed), and at
         most one `Failed`, last; nothing before the first event that carries output, so that a

@@ -16,7 +16,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from service.domain import CompletionParams, PassthroughParams
-from service.events import Finished, TextDelta, UpstreamEvent, Usage, UsageReported
+from service.events import Finished, TextDelta, UpstreamBatch, Usage, UsageReported
 from service.upstream import openai_events
 from service.upstream.demo_shapes import ChatShapes, ResponseShapes, question_of
 
@@ -94,16 +94,16 @@ class DemoUpstream:
             await asyncio.sleep(max(0.0, start + index * self._interval - loop.time()))
             yield token
 
-    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamEvent, None]:
+    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamBatch, None]:
         question = next((m.content for m in reversed(params.messages) if m.role == "user"), "")
         tokens, reason = self._answer(question, params.max_tokens)
         async for token in self._paced(tokens):
-            yield TextDelta(token)
-        yield Finished(reason)
+            yield [TextDelta(token)]
         prompt_tokens = sum(len(tokenize(m.content)) for m in params.messages)
-        yield UsageReported(Usage(prompt_tokens, len(tokens), prompt_tokens + len(tokens)))
+        usage = Usage(prompt_tokens, len(tokens), prompt_tokens + len(tokens))
+        yield [Finished(reason), UsageReported(usage)]
 
-    async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamEvent, None]:
+    async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamBatch, None]:
         body = params.body
         question = question_of(body)
         limit = _int_field(body, "max_output_tokens", "max_completion_tokens", "max_tokens")
@@ -119,7 +119,7 @@ class DemoUpstream:
             else:
                 cut = "max_output_tokens" if reason == "length" else None
                 answer = ResponseShapes(params.model, body).whole(text, usage, cut)
-            yield openai_events.answer_decoder(params.api)(answer, secrets=())
+            yield [openai_events.answer_decoder(params.api)(answer, secrets=())]
             return
         decode = openai_events.event_decoder(
             params.api, openai_events.asks_for_usage(body), secrets=()
@@ -128,21 +128,18 @@ class DemoUpstream:
             chat = ChatShapes(params.model, _choices(body))
             first = True
             async for token in self._paced(tokens):
-                for payload in (chat.role() if first else []) + chat.text(token):
-                    yield decode(None, payload)
+                yield [decode(None, p) for p in (chat.role() if first else []) + chat.text(token)]
                 first = False
-            for payload in [*chat.finish(reason), chat.usage(usage)]:
-                yield decode(None, payload)
+            yield [decode(None, p) for p in [*chat.finish(reason), chat.usage(usage)]]
             return
         response = ResponseShapes(params.model, body)
         first = True
         async for token in self._paced(tokens):
-            for name, payload in (response.opening() if first else []) + [response.delta(token)]:
-                yield decode(name, payload)
+            opening = response.opening() if first else []
+            yield [decode(name, payload) for name, payload in [*opening, response.delta(token)]]
             first = False
         cut = "max_output_tokens" if reason == "length" else None
-        for name, payload in response.closing(usage, cut):
-            yield decode(name, payload)
+        yield [decode(name, payload) for name, payload in response.closing(usage, cut)]
 
     async def list_models(self) -> list[dict[str, Any]]:
         return [openai_events.model_entry("demo", "demo")]

@@ -51,8 +51,8 @@ from service.errors import (
 from service.events import (
     Failed,
     Finished,
-    Relayed,
-    UpstreamEvent,
+    TextDelta,
+    UpstreamBatch,
 )
 from service.settings import Settings
 from service.upstream import openai_events
@@ -194,7 +194,7 @@ class OpenAIChatUpstream:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamEvent, None]:
+    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamBatch, None]:
         # The body goes in `extra_body`, which the SDK sends as given. Typed parameters are
         # first walked against the SDK's TypedDicts, which costs milliseconds of CPU per request
         # and so adds directly to time to first token under load (bench/relay_overhead.py).
@@ -207,6 +207,7 @@ class OpenAIChatUpstream:
             body["temperature"] = params.temperature
         if params.max_tokens is not None:
             body["max_tokens"] = params.max_tokens
+        secrets = self._secrets
         finished = False
         try:
             async with self._client.chat.completions.with_streaming_response.create(
@@ -216,64 +217,72 @@ class OpenAIChatUpstream:
                 read = _reads_of(response)
                 done = False
                 while chunk := await read():
+                    batch: UpstreamBatch = []
                     for payload in decoder.feed(chunk):
                         if payload == _DONE:
                             done = True
                             break
-                        for event in openai_events.chunk_events(payload, self._secrets):
-                            finished = finished or isinstance(event, Finished)
-                            yield event
-                            if isinstance(event, Failed):
+                        events = openai_events.chunk_events(payload, secrets)
+                        batch += events
+                        if events and type(events[-1]) is not TextDelta:  # not just a token
+                            if isinstance(events[-1], Failed):
+                                yield batch
                                 return
+                            finished = finished or any(isinstance(e, Finished) for e in events)
+                    if batch:
+                        yield batch
                     if done:
                         await _drain(read)
                         return
             if not finished:
-                yield Failed(_unfinished())
+                yield [Failed(_unfinished())]
         except Exception as error:
-            yield Failed(self._failure_of(error))
+            yield [Failed(self._failure_of(error))]
 
-    async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamEvent, None]:
+    async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamBatch, None]:
         body, forward_usage = self._passthrough_body(params)
         try:
             async with self._open(params.api, params.model, body) as response:
                 if not params.stream:
                     answer = await _read_body(response)
-                    yield openai_events.answer_decoder(params.api)(answer, secrets=self._secrets)
+                    yield [openai_events.answer_decoder(params.api)(answer, secrets=self._secrets)]
                     return
                 decode = openai_events.event_decoder(params.api, forward_usage, self._secrets)
                 decoder = SSEDecoder()
                 read = _reads_of(response)
                 # Events before the first output wait for it (module docstring); None once sent.
-                held: list[Relayed] | None = []
+                held: UpstreamBatch | None = []
                 finished = done = False
                 while chunk := await read():
+                    batch: UpstreamBatch = []
                     for name, payload in decoder.feed_named(chunk):
                         if payload == _DONE:
                             done = True
                             break
                         event = decode(name, payload)
                         if isinstance(event, Failed):
-                            yield event
+                            batch.append(event)  # what was held back goes unsaid
+                            yield batch
                             return
                         finished = finished or event.finish_reason is not None
                         if held is not None:
                             if not event.output and event.finish_reason is None:
                                 held.append(event)
                                 continue
-                            for earlier in held:
-                                yield earlier
+                            batch += held
                             held = None
-                        yield event
+                        batch.append(event)
+                    if batch:
+                        yield batch
                     if done:
                         await _drain(read)
                         break
-            for earlier in held or ():
-                yield earlier
+            if held:
+                yield held
             if not finished:
-                yield Failed(_unfinished())
+                yield [Failed(_unfinished())]
         except Exception as error:
-            yield Failed(self._failure_of(error, params.api))
+            yield [Failed(self._failure_of(error, params.api))]
 
     def _passthrough_body(self, params: PassthroughParams) -> tuple[dict[str, Any], bool]:
         """The body to send (the client's, with the resolved model and, for a chat stream,
