@@ -1,11 +1,12 @@
 """The OpenAI-compatible upstream: the only module that imports `openai`.
 
 Requests go through the SDK, so its auth, retries with backoff (honouring `Retry-After`), Azure
-URL and `api-version` handling, and status-error classes all apply. The body is taken raw
-(`with_streaming_response`) and decoded here: the SDK's typed stream builds a pydantic chunk per
-token, which costs more than the service's whole per-token budget (`bench/parse_cost.py` prints
-both). Only the fields the service uses are read, with guards for every shape providers send:
-Azure's first chunk and the usage chunk have `choices: []`, Azure's asynchronous filter sends
+URL and `api-version` handling, and status-error classes all apply. They are made with its
+low-level `post` (`_post`), the body is taken raw and decoded here, straight from the transport's
+reader (`service.upstream.transport`): the SDK's typed stream builds a pydantic chunk per token,
+which costs more than the service's whole per-token budget (`bench/parse_cost.py` prints both).
+Only the fields the service uses are read, with guards for every shape providers send: Azure's
+first chunk and the usage chunk have `choices: []`, Azure's asynchronous filter sends
 choices with no `delta`, and a provider may report an error as a `data:` object mid-stream.
 
 The transport is told to take the upstream's bytes as they are: `Accept-Encoding: identity`, a
@@ -29,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
@@ -195,11 +197,10 @@ class OpenAIChatUpstream:
         await self._client.close()
 
     async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamBatch, None]:
-        # The body goes in `extra_body`, which the SDK sends as given. Typed parameters are
-        # first walked against the SDK's TypedDicts, which costs milliseconds of CPU per request
-        # and so adds directly to time to first token under load (bench/relay_overhead.py).
         body: dict[str, Any] = {
-            "messages": [{"role": m.role, "content": m.content} for m in params.messages]
+            "model": params.model,
+            "messages": [{"role": m.role, "content": m.content} for m in params.messages],
+            "stream": True,
         }
         if self._include_usage:
             body["stream_options"] = {"include_usage": True}
@@ -210,9 +211,7 @@ class OpenAIChatUpstream:
         secrets = self._secrets
         finished = False
         try:
-            async with self._client.chat.completions.with_streaming_response.create(
-                model=params.model, messages=[], stream=True, extra_body=body
-            ) as response:
+            async with self._post("/chat/completions", body) as response:
                 decoder = SSEDecoder()
                 read = _reads_of(response)
                 done = False
@@ -242,7 +241,8 @@ class OpenAIChatUpstream:
     async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamBatch, None]:
         body, forward_usage = self._passthrough_body(params)
         try:
-            async with self._open(params.api, params.model, body) as response:
+            path = "/chat/completions" if params.api == "chat.completions" else "/responses"
+            async with self._post(path, body) as response:
                 if not params.stream:
                     answer = await _read_body(response)
                     yield [openai_events.answer_decoder(params.api)(answer, secrets=self._secrets)]
@@ -300,15 +300,23 @@ class OpenAIChatUpstream:
             body["stream_options"] = {**(options or {}), "include_usage": True}
         return body, False
 
-    def _open(self, api: OpenAIApi, model: str, body: dict[str, Any]) -> Any:
-        """The SDK's raw-response context manager for one call of `api`. The body goes in
-        `extra_body`, sent as given (see `stream`); the typed `model` is what Azure's client
-        builds the deployment URL from."""
-        if api == "chat.completions":
-            return self._client.chat.completions.with_streaming_response.create(
-                model=model, messages=[], extra_body=body
-            )
-        return self._client.responses.with_streaming_response.create(model=model, extra_body=body)
+    @asynccontextmanager
+    async def _post(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx2.Response]:
+        """The raw response to `body` posted to `path`, its body unread, closed on exit.
+
+        Through the SDK's documented low-level call (`client.post`, "undocumented endpoints"
+        in its README): the same auth, retries, status errors and Azure deployment URLs as the
+        typed methods, without their per-request walk of the parameters against the SDK's
+        TypedDicts (issue #16: ~80 µs of CPU per request), and without their typed chunks,
+        which would cost more per token than the service's whole budget
+        (`bench/parse_cost.py`). Azure's client builds the deployment URL from `model`."""
+        stream = await self._client.post(
+            path, body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[object]
+        )
+        try:
+            yield stream.response
+        finally:
+            await stream.response.aclose()
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The upstream's model list; the default model alone where there is none (Azure lists
@@ -318,7 +326,7 @@ class OpenAIChatUpstream:
             return default
         try:
             async with self._client.models.with_streaming_response.list() as response:
-                body = await _read_body(response)
+                body = await _read_body(response.http_response)
         except openai.NotFoundError:
             return default
         except Exception as error:
@@ -400,22 +408,22 @@ def _unfinished() -> UpstreamUnavailable:
     return UpstreamUnavailable("the upstream ended the stream without finishing")
 
 
-def _reads_of(response: Any) -> Callable[[], Awaitable[bytes]]:
+def _reads_of(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
     """The upstream body's reads as they arrive, `b""` at its end: straight from the aiohttp
     reader our transport hands over (`service.upstream.transport`), one await per network read;
     from httpx2's `aiter_raw()` for a response that came another way. Nothing is decoded
     either way: a compressed body is refused on its headers (`_refuse_compressed`)."""
-    reader = body_reader(response.http_response)
+    reader = body_reader(response)
     if reader is not None:
         return reader.readany
-    chunks: AsyncIterator[bytes] = response.http_response.aiter_raw()
+    chunks: AsyncIterator[bytes] = response.aiter_raw()
     return partial(anext, chunks, b"")
 
 
-async def _read_body(response: Any) -> bytes:
+async def _read_body(response: httpx2.Response) -> bytes:
     """A whole (non-streamed) upstream body, refused once it exceeds `_MAX_BODY_BYTES`."""
     received = bytearray()
-    async for chunk in response.http_response.aiter_raw():
+    async for chunk in response.aiter_raw():
         received += chunk
         if len(received) > _MAX_BODY_BYTES:
             raise BodyTooLarge(f"the upstream's answer exceeds {_MAX_BODY_BYTES} bytes")
