@@ -21,6 +21,7 @@ from service.streaming import (
     OpeningDep,
     read_body,
     refuse_unknown_parameters,
+    stream_parameters,
     stream_response,
 )
 
@@ -33,7 +34,7 @@ _GET_FIELDS = {"message", "model", "temperature", "max_tokens"}
 
 @router.post(
     "/api/chat/stream",
-    openapi_extra=openapi_request_body(),
+    openapi_extra={**openapi_request_body(), **stream_parameters("format", "chunking")},
     summary="Stream a chat answer (SSE by default; NDJSON or plain text on request)",
     **STREAM_ROUTE,
 )
@@ -48,6 +49,7 @@ async def chat_stream(request: Request, opening: OpeningDep) -> Response:
 @router.get(
     "/api/chat/stream",
     summary="Stream a chat answer for EventSource (the same events; one user message)",
+    openapi_extra=stream_parameters("format", "chunking"),
     **STREAM_ROUTE,
 )
 async def chat_stream_get(

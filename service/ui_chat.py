@@ -28,6 +28,7 @@ from service.streaming import (
     OpeningDep,
     read_body,
     refuse_unknown_parameters,
+    stream_parameters,
     stream_response,
 )
 from service.wire.ui_message_stream import FORMAT
@@ -103,7 +104,8 @@ def parse_ui_chat_request(body: bytes) -> UIChatRequest:
                     "schema": inline_definitions(UIChatRequest.model_json_schema())
                 }
             },
-        }
+        },
+        **stream_parameters("chunking"),
     },
     status_code=200,
     response_class=ChatStreamResponse,
