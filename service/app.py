@@ -119,7 +119,9 @@ def create_app(
     for router in routers:
         app.include_router(router)
     # Middleware added later wraps what was added before: errors are rendered inside CORS, so
-    # a 500 carries the CORS headers too.
+    # a 500 carries the CORS headers too. Every middleware here reads only a response's start:
+    # a stream's body skips them (`service.http.stream_response._body_send`, issue #16), so one
+    # that must see bodies (compression, say) needs that bypass turned off first.
     install_error_handlers(app)
     if resolved.cors_origins:
         # Starlette's CORS middleware is plain ASGI: streaming and disconnects pass through.

@@ -185,6 +185,7 @@ def test_native_route_reads_each_kind_of_chunk() -> None:
     assert read(compact_chunk([], usage={"prompt_tokens": 1, "completion_tokens": 2})) == [
         UsageReported(Usage(1, 2, 3))  # a missing total is the sum
     ]
+    assert read(b'{"choices": 5, "usage": null}') == []  # an odd shape says nothing
     azure_filter = {"index": 0, "content_filter_offsets": {"check_offset": 1}}  # no delta
     assert read(compact_chunk([azure_filter])) == []
     failed = read(compact_chunk([], error={"message": f"bad key {SECRET}"}))

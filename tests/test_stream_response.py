@@ -18,6 +18,7 @@ from service.events import (
     StreamStarted,
     TextDelta,
 )
+from service.http.server_protocol import DIRECT_SEND
 from service.http.stream_response import ChatStreamResponse, StreamTiming
 from service.outcomes import Delivery
 from service.wire.sse import SSEEncoder
@@ -200,3 +201,23 @@ def test_client_leaving_is_reported_once() -> None:
 
     asyncio.run(main())
     assert finished == ["client_left"]
+
+
+def test_the_body_goes_to_the_servers_direct_send_once_the_start_went_through_the_app() -> None:
+    """With the server's `service.direct_send` extension, only the start passes the middleware
+    (`send`); every body write goes to the server's own send (issue #16)."""
+    through_app = Client()
+    direct: list[dict[str, Any]] = []
+
+    async def direct_send(message: dict[str, Any]) -> None:
+        direct.append(message)
+
+    finished: list[Delivery] = []
+    response = sse(answer())(finished.append)
+    scope = {**SCOPE, "extensions": {DIRECT_SEND: {"send": direct_send}}}
+    asyncio.run(response(scope, through_app.receive, through_app.send))  # type: ignore[arg-type]
+    assert finished == ["delivered"]
+    assert [message["type"] for message in through_app.messages] == ["http.response.start"]
+    assert [message["type"] for message in direct] == ["http.response.body"] * 2
+    assert b'"content":"Hello"' in direct[0]["body"]
+    assert direct[-1]["more_body"] is False

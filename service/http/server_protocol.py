@@ -23,6 +23,10 @@ the unsent megabytes to drain: a client that never reads keeps its socket for ev
   aborted (the socket is reset at once) instead of closed after its queued bytes drain.
 - **JSON errors**: these refusals and uvicorn's own 400 for a request that is not HTTP carry the
   service's `{"error": {...}}` body instead of `text/plain`.
+- **A direct send for bodies**: the `service.direct_send` extension in each request's scope
+  hands the application the connection's own `send` (this protocol's, which still watches for
+  the last message), so that a streamed body can skip the middleware once its start has passed
+  through them (`service.http.stream_response`, issue #16).
 
 A refusal is written, then the connection lingers for a moment, reading and dropping what the
 client still sends: closing a socket with unread input resets it, and the reset can destroy the
@@ -61,6 +65,9 @@ from service.wire.payloads import error_body
 
 ASGIApp = Any  # uvicorn's ASGI3Application; its types module is private
 
+# The server extension (in `scope["extensions"]`) offering its own `send` for a response's body
+# (issue #16): `{"send": send}`.
+DIRECT_SEND = "service.direct_send"
 # How long a refused connection keeps reading (and dropping) what the client still sends.
 LINGER_SECONDS = 0.5
 
@@ -259,6 +266,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                     complete = True
                 return send(message)
 
+            # The response body may bypass the app's middleware once its start went through
+            # them (`service.http.stream_response`): not this, which must see the last message.
+            scope.setdefault("extensions", {})[DIRECT_SEND] = {"send": tracking_send}
             try:
                 await app(scope, receive, tracking_send)
             finally:

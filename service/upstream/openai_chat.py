@@ -210,13 +210,15 @@ class OpenAIChatUpstream:
             body["max_tokens"] = params.max_tokens
         secrets = self._secrets
         finished = False
+        # The events of the read being decoded: said before a failure that interrupts it.
+        batch: UpstreamBatch = []
         try:
             async with self._post("/chat/completions", body) as response:
                 decoder = SSEDecoder()
                 read = _reads_of(response)
                 done = False
                 while chunk := await read():
-                    batch: UpstreamBatch = []
+                    batch = []
                     for payload in decoder.feed(chunk):
                         if payload == _DONE:
                             done = True
@@ -229,14 +231,15 @@ class OpenAIChatUpstream:
                                 return
                             finished = finished or any(isinstance(e, Finished) for e in events)
                     if batch:
-                        yield batch
+                        said, batch = batch, []
+                        yield said
                     if done:
                         await _drain(read)
                         return
             if not finished:
                 yield [Failed(_unfinished())]
         except Exception as error:
-            yield [Failed(self._failure_of(error))]
+            yield [*batch, Failed(self._failure_of(error))]
 
     async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamBatch, None]:
         body, forward_usage = self._passthrough_body(params)

@@ -164,7 +164,8 @@ def chunk_events(payload: bytes, secrets: Iterable[str]) -> list[UpstreamEvent]:
     if isinstance(chunk, Failed):
         return [chunk]
     events: list[UpstreamEvent] = []
-    for choice in chunk.get("choices") or ():
+    choices = chunk.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
         if not isinstance(choice, dict) or choice.get("index", 0) != 0:
             continue
         delta = choice.get("delta")
