@@ -29,7 +29,10 @@ from dataclasses import dataclass
 from service.errors import ServiceError
 
 
-@dataclass(slots=True, frozen=True)
+# Not frozen, like `Relayed`: one is made per token, and a frozen dataclass sets its field
+# through `object.__setattr__` (a third more instructions per token, issue #16). Nothing
+# changes one after it is made.
+@dataclass(slots=True)
 class TextDelta:
     """A piece of answer text, exactly as the model produced it (never empty)."""
 

@@ -53,9 +53,9 @@ async def relay(
     recorder.upstream_started_at = time.perf_counter()
     async with aclosing(batches):
         async for batch in batches:
+            record(batch)
             out: ResponseBatch = []
             for event in batch:
-                record(event)
                 if isinstance(event, (TextDelta, ReasoningDelta, Relayed)):
                     if not sent_start:
                         sent_start = True

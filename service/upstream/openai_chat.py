@@ -27,6 +27,8 @@ Errors are translated into `service.errors` here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -35,7 +37,6 @@ from functools import partial
 from typing import Any
 
 import aiohttp
-import anyio
 import httpx2
 import openai
 
@@ -438,9 +439,10 @@ async def _drain(read: Callable[[], Awaitable[bytes]]) -> None:
     connection goes back to the pool instead of being closed; a new TLS handshake would add to
     the next stream's time to first token. Bounded: a server that keeps the body open after
     `[DONE]` costs at most this long, then the connection is dropped."""
-    with anyio.move_on_after(_DRAIN_SECONDS):
-        while await read():
-            pass
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(_DRAIN_SECONDS):
+            while await read():
+                pass
 
 
 def _transport_failure(error: BaseException) -> ServiceError:

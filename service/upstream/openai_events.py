@@ -160,9 +160,15 @@ def chunk_events(payload: bytes, secrets: Iterable[str]) -> list[UpstreamEvent]:
     `Failed` alone for an error or an unreadable chunk. Only the first choice is streamed (the
     native routes never ask for `n` > 1); `choices` may be empty (Azure's first chunk, the
     usage chunk) or carry no `delta` (Azure's asynchronous filter)."""
-    chunk = object_of(payload, secrets)
-    if isinstance(chunk, Failed):
-        return [chunk]
+    try:
+        chunk = orjson.loads(payload)  # once per token: no wrapper call on the common path
+    except orjson.JSONDecodeError:
+        chunk = None
+    if type(chunk) is not dict or chunk.get("error"):
+        parsed = object_of(payload, secrets)  # what orjson refused, not an object, an error
+        if isinstance(parsed, Failed):
+            return [parsed]
+        chunk = parsed
     events: list[UpstreamEvent] = []
     choices = chunk.get("choices")
     for choice in choices if isinstance(choices, list) else ():

@@ -35,9 +35,19 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[bytes]:
         """Consume one read; return the `data` payloads of the events it completed."""
-        payload = self._one_event(chunk)
-        if payload is not None:
-            return [payload]
+        end = len(chunk) - 2
+        if (  # `_one_event`, inlined: this runs once per token (issue #16)
+            6 < end <= self._max_event_bytes
+            and chunk.startswith(b"data: ")
+            and chunk.endswith(b"\n\n")
+            and chunk.find(b"\n", 6, end) < 0
+            and chunk.find(b"\r") < 0
+            and self._started
+            and not self._pending
+            and not self._data_lines
+            and self._event is None
+        ):
+            return [chunk[6:end]]
         payloads: list[bytes] = self._feed(chunk, named=False)
         return payloads
 

@@ -27,7 +27,7 @@ from service.events import (
     TextDelta,
 )
 from service.wire.base import WireFormat
-from service.wire.payloads import delta_payload, event_payload
+from service.wire.payloads import delta_payload, event_payload, json_string
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -82,6 +82,7 @@ class SSEEncoder:
     def __init__(self, stream_id: str, *, retry_ms: int | None = None) -> None:
         self._stream_id = stream_id
         self._prefix = stream_id + ":"
+        self._prefix_bytes = self._prefix.encode()
         self._sequence = 0
         self._retry_ms = retry_ms
 
@@ -91,8 +92,14 @@ class SSEEncoder:
         return event_id
 
     def encode(self, event: ResponseEvent) -> bytes:
-        if type(event) is TextDelta:  # the hot path first
-            return encode_event(event, self._next_id())
+        if type(event) is TextDelta:  # the hot path first, `encode_event` inlined (issue #16)
+            sequence = self._sequence
+            self._sequence = sequence + 1
+            return b'id: %s%d\ndata: {"type":"delta","content":%s}\n\n' % (
+                self._prefix_bytes,
+                sequence,
+                json_string(event.text),
+            )
         if type(event) is ReasoningDelta:
             return b""  # this format carries the answer only (service.events)
         if isinstance(event, StreamStarted):
