@@ -22,6 +22,7 @@ class ShutdownCoordinator:
         self.draining = False
         self.grace_expired = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_expiry: set[Callable[[], None]] = set()
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to the loop the app runs on (at start-up)."""
@@ -63,6 +64,25 @@ class ShutdownCoordinator:
 
         return restore
 
+    def on_grace_expired(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` when the grace runs out (at once if it has): how a stream learns
+        it, without a task of its own waiting on `grace_expired` (issue #16). Returns the way
+        to call it off."""
+        if self.grace_expired.is_set():
+            callback()
+            return _nothing
+        self._on_expiry.add(callback)
+        return lambda: self._on_expiry.discard(callback)
+
     def _arm(self) -> None:
         assert self._loop is not None
-        self._loop.call_later(self.grace_seconds, self.grace_expired.set)
+        self._loop.call_later(self.grace_seconds, self._expire)
+
+    def _expire(self) -> None:
+        self.grace_expired.set()
+        for callback in list(self._on_expiry):
+            callback()
+
+
+def _nothing() -> None:
+    pass

@@ -330,7 +330,7 @@ def _response(
         timing=StreamTiming.from_settings(runtime.settings),
         on_finish=on_finish,
         on_heartbeat=opened.recorder.count_heartbeat,
-        cut_off=runtime.shutdown.grace_expired,
+        cut_off=runtime.shutdown,
         headers=headers,
         render_error=render_error,
     )

@@ -9,6 +9,8 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
+import pytest
+
 from service.errors import UpstreamUnavailable
 from service.events import (
     ResponseBatch,
@@ -221,3 +223,131 @@ def test_the_body_goes_to_the_servers_direct_send_once_the_start_went_through_th
     assert [message["type"] for message in direct] == ["http.response.body"] * 2
     assert b'"content":"Hello"' in direct[0]["body"]
     assert direct[-1]["more_body"] is False
+
+
+def test_heartbeats_while_the_upstream_is_silent_mid_stream() -> None:
+    async def pausing() -> AsyncGenerator[ResponseBatch, None]:
+        yield [StreamStarted("s", "m"), TextDelta("a")]
+        await asyncio.sleep(0.45)  # three heartbeat periods without anything to say
+        yield [TextDelta("b")]
+        yield [StreamEnded("stop", None, METRICS)]
+
+    client = Client()
+    beats: list[None] = []
+    timing = StreamTiming(heartbeat_seconds=0.1, send_timeout_seconds=1)
+    finished, _ = run(
+        lambda on_finish: ChatStreamResponse(
+            pausing(),
+            SSEEncoder("s"),
+            timing=timing,
+            on_finish=on_finish,
+            on_heartbeat=lambda: beats.append(None),
+        ),
+        client,
+    )
+    assert finished == ["delivered"]
+    bodies = [message["body"] for message in client.messages[1:]]
+    pings = [body for body in bodies if body == b": ping\n\n"]
+    assert 2 <= len(pings) <= 5
+    assert len(beats) == len(pings)
+    assert bodies[0].startswith(b"id: s:0\nevent: start")  # the first batch, heartbeats, the rest
+    assert b'"content":"b"' in bodies[len(pings) + 1]
+
+
+class Grace:
+    """A `CutOff` whose grace the test ends."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def on_grace_expired(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self.callbacks.append(callback)
+        return lambda: self.callbacks.remove(callback)
+
+    def expire(self) -> None:
+        for callback in list(self.callbacks):
+            callback()
+
+
+def cut_stream(grace: Grace, events: AsyncGenerator[ResponseBatch, None]) -> Make:
+    timing = StreamTiming(heartbeat_seconds=15, send_timeout_seconds=1)
+    return lambda on_finish: ChatStreamResponse(
+        events, SSEEncoder("s"), timing=timing, on_finish=on_finish, cut_off=grace
+    )
+
+
+async def silent_then(batches: list[ResponseBatch]) -> AsyncGenerator[ResponseBatch, None]:
+    for batch in batches:
+        yield batch
+    await asyncio.sleep(3600)
+    yield [TextDelta("never")]
+
+
+def test_the_end_of_the_grace_before_the_first_event_is_a_503() -> None:
+    grace, client = Grace(), Client()
+    finished: list[Delivery] = []
+    response = cut_stream(grace, silent_then([]))(finished.append)
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_later(0.1, grace.expire)
+        await response(SCOPE, client.receive, client.send)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert finished == ["shutdown"]
+    assert client.status == 503
+    assert b"server_shutting_down" in client.body
+    assert grace.callbacks == []  # called off once the response ended
+
+
+def test_the_end_of_the_grace_mid_stream_ends_it_in_band() -> None:
+    grace, client = Grace(), Client()
+    finished: list[Delivery] = []
+    response = cut_stream(grace, silent_then([[StreamStarted("s", "m"), TextDelta("a")]]))(
+        finished.append
+    )
+
+    async def main() -> None:
+        asyncio.get_running_loop().call_later(0.1, grace.expire)
+        await response(SCOPE, client.receive, client.send)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    assert finished == ["shutdown"]
+    assert client.status == 200
+    body = client.body.decode()
+    assert '"content":"a"' in body
+    assert '"type":"server_shutting_down"' in body
+    assert body.endswith("data: [DONE]\n\n")
+
+
+def test_a_cancellation_from_elsewhere_is_not_swallowed() -> None:
+    client = Client()
+    finished: list[Delivery] = []
+    response = sse(silent_then([[StreamStarted("s", "m"), TextDelta("a")]]))(finished.append)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(response(SCOPE, client.receive, client.send))  # type: ignore[arg-type]
+        await client.wait_for(b'"content":"a"')
+        task.cancel()  # the server cancelling the request
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert finished == ["internal_error"]  # reported once, as the response did not end itself
+
+
+def test_a_stream_opened_after_the_grace_ran_out_is_a_503() -> None:
+    class Expired:
+        def on_grace_expired(self, callback: Callable[[], None]) -> Callable[[], None]:
+            callback()  # as ShutdownCoordinator does once the grace has run out
+            return lambda: None
+
+    client = Client()
+    timing = StreamTiming(heartbeat_seconds=15, send_timeout_seconds=1)
+    finished, _ = run(
+        lambda on_finish: ChatStreamResponse(
+            answer(delay=1), SSEEncoder("s"), timing=timing, on_finish=on_finish, cut_off=Expired()
+        ),
+        client,
+    )
+    assert finished == ["shutdown"]
+    assert client.status == 503

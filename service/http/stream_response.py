@@ -1,38 +1,48 @@
 """The ASGI response for one chat stream: status first, then events, cancelled on disconnect.
 
-Two phases:
+Two phases, both run by a task of the stream's own, one batch of events (one upstream read) per
+write:
 
-1. *Before headers.* Wait for the first response batch while watching for the client leaving.
-   If its first event is a `StreamFailed`, nothing has been said yet, so the client gets a real
-   HTTP error (status from the error, JSON body). If the client leaves, the event iterator is
-   closed, which closes the upstream request, even while the upstream has not answered yet or
-   the SDK is sleeping between retries. For a format with a heartbeat (SSE; NDJSON when
-   enabled), headers and a first heartbeat go out after `heartbeat_seconds` without a first
-   event, so that proxies do not time the stream out; an error after that point travels
-   in-band. A format without one keeps waiting, so its status stays real.
-2. *Streaming.* Four tasks, the first to finish ends the response and the others are
-   cancelled: the sender (each batch of events -> encoder -> one `send`; the terminal event's
-   batch and the end marker in one), the disconnect listener, a monitor that
-   sends the heartbeat after `heartbeat_seconds` without a write and drops a client that has not
-   accepted a write for `send_timeout_seconds`, and the shutdown watch: when the grace period
-   after SIGTERM runs out, the sender is cancelled and the stream ends with an in-band
-   `server_shutting_down` error and the format's end marker (`service.shutdown`).
+1. *Before headers.* Wait for the first batch. If its first event is a `StreamFailed`, nothing
+   has been said yet, so the client gets a real HTTP error (status from the error, JSON body).
+   For a format with a heartbeat (SSE; NDJSON when enabled), headers and a first heartbeat go
+   out after `heartbeat_seconds` without a first batch, so that proxies do not time the stream
+   out; an error after that point travels in-band. A format without one keeps waiting, so its
+   status stays real.
+2. *Streaming.* Each batch is encoded and written with one `send`; the terminal event's batch
+   and the format's end marker go in one last write.
+
+Whatever stops a stream from outside interrupts its task where it waits (a read from the
+upstream, or a write to a client that stopped reading), by cancelling it with its reason noted
+and taking the cancellation back once it is handled (`Task.uncancel`, as `asyncio.timeout`
+does; a cancellation of the request from elsewhere is never swallowed):
+
+- the client leaving, learnt from the server's `http.disconnect` message by the one task
+  listening for it (https://asgi.readthedocs.io/en/latest/specs/www.html#disconnect-receive-event),
+  never by polling `is_disconnected()` per token: the stream just stops;
+- the shutdown grace running out (`service.shutdown`, a callback): an in-band
+  `server_shutting_down` error and the end marker (a 503 before headers);
+- a client that accepted no write for `send_timeout_seconds`: the stream is dropped.
+
+One timer per stream, re-armed when it fires, sends the heartbeat after `heartbeat_seconds`
+without a write (from a short task of its own: the stream's task may be waiting on the
+upstream) and notices a write stuck too long; heartbeats and events never interleave inside a
+write. So a stream costs two tasks (its own and the disconnect listener) and no wait on
+several of them, and nothing per token beyond its write (issue #16). Its own task keeps the
+per-token suspensions shallow: under the request's task lie a score of middleware and routing
+frames, which each suspension would pass twice.
 
 Whatever ends a stream that has started, the client gets a terminal event and the end marker
 unless it is gone or not reading: an unexpected failure is logged and sent in-band as
-`internal_error`. Nothing is ever sent after the end marker.
-
-Cancelling the sender closes the event iterator in its `finally`, and so the upstream request:
-each layer below closes its own inner iterator (`contextlib.aclosing`), so nothing waits for
-garbage collection. The client leaving is learnt from the server's `http.disconnect` message
-(https://asgi.readthedocs.io/en/latest/specs/www.html#disconnect-receive-event), never by
-polling `is_disconnected()` per token. How the response ended (a `service.outcomes.Delivery`)
-is reported exactly once, through `on_finish`, however it ends: the caller releases the stream
-slot and records the stream there.
+`internal_error`. Nothing is ever sent after the end marker. Closing the event iterator closes
+the upstream request: each layer below closes its own inner iterator
+(`contextlib.aclosing`), so nothing waits for garbage collection. How the response ended (a
+`service.outcomes.Delivery`) is reported exactly once, through `on_finish`, however it ends:
+the caller releases the stream slot and records the stream there.
 
 Why not sse-starlette's `EventSourceResponse`: its send path costs ~12 µs per event (an anyio
 cancel scope per send, for the send timeout), 40% of the per-token budget (issue #2), while
-this loop keeps the send timeout as a timestamp the monitor reads.
+this one keeps the send timeout as a timestamp the timer reads.
 """
 
 from __future__ import annotations
@@ -41,10 +51,10 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Literal, Protocol
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from service.error_responses import ErrorRenderer, error_response
 from service.errors import InternalError, ServiceError, server_shutting_down
@@ -82,8 +92,13 @@ class StreamTiming:
         return cls(settings.heartbeat_seconds, settings.send_timeout_seconds)
 
 
-class SendTimeout(Exception):
-    """The client accepted no bytes for `send_timeout_seconds`."""
+class CutOff(Protocol):
+    """What ends streams at the end of the shutdown grace (`service.shutdown`)."""
+
+    def on_grace_expired(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` when the grace has run out (at once if it has); returns the way to
+        call it off."""
+        ...
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
@@ -102,10 +117,12 @@ def _body_send(scope: Scope, send: Send) -> Send:
     return body_send
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark a finished task's exception as seen, so asyncio does not log it on collection."""
-    if task.done() and not task.cancelled():
-        task.exception()
+async def _unstarted(message: Message) -> None:
+    raise RuntimeError("the response has not been called")
+
+
+# Why a stream was interrupted from outside its task (see the module docstring).
+_Interruption = Literal["client_left", "shutdown", "send_timeout"]
 
 
 class ChatStreamResponse(Response):
@@ -121,18 +138,18 @@ class ChatStreamResponse(Response):
         timing: StreamTiming,
         on_finish: Callable[[Delivery], None],
         on_heartbeat: Callable[[], None] | None = None,
-        cut_off: asyncio.Event | None = None,
+        cut_off: CutOff | None = None,
         headers: Mapping[str, str] | None = None,
         render_error: ErrorRenderer = error_response,
         goes_on_elsewhere: bool = False,
     ) -> None:
         """`on_finish` is called once with how the response ended, `on_heartbeat` after each
-        heartbeat sent; `cut_off`, when set, ends the stream in-band as `server_shutting_down`
-        (the shutdown grace ran out), or, when the stream `goes_on_elsewhere` (a client
-        following a resumable stream produced by another replica), ends the body with neither
-        notice nor end marker, so that the client resumes it from another replica (an
-        `EventSource` does so by itself); `render_error` gives an error before the first event
-        its shape (the endpoint family's: `service.error_responses`)."""
+        heartbeat sent; `cut_off`, when its grace runs out, ends the stream in-band as
+        `server_shutting_down`, or, when the stream `goes_on_elsewhere` (a client following a
+        resumable stream produced by another replica), ends the body with neither notice nor
+        end marker, so that the client resumes it from another replica (an `EventSource` does
+        so by itself); `render_error` gives an error before the first event its shape (the
+        endpoint family's: `service.error_responses`)."""
         self._events = events
         self._render_error = render_error
         self._encoder = encoder
@@ -149,11 +166,20 @@ class ChatStreamResponse(Response):
         # Loop times of the last completed write, and of the write in progress (None if idle).
         self._last_write_at = 0.0
         self._writing_since: float | None = None
+        self._started = False  # the headers went out
         self._terminal_sent = False  # an end or error event went out
         self._closed = False  # the last message (more_body False) went out
-        # Heartbeats and events never interleave inside a write: the monitor holds this while
-        # it writes a heartbeat, and writes none while an event's write is in progress.
-        self._send_lock = asyncio.Lock()
+        self._over = False  # nothing may interrupt the task any more
+        self._running = False  # the stream's task has begun
+        self._interruption: _Interruption | None = None
+        self._task: asyncio.Task[Delivery] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        # Set when the response is called: it may be made outside the loop that runs it.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._send: Send = _unstarted
+        self._body_send: Send = _unstarted
+        # A heartbeat being written; the stream's task writes nothing until it is done.
+        self._beating: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         delivery: Delivery = "internal_error"
@@ -162,210 +188,215 @@ class ChatStreamResponse(Response):
         finally:
             self._on_finish(delivery)
 
-    async def _grace_expired(self) -> None:
-        if self._cut_off is None:
-            await asyncio.Future()  # never
-        else:
-            await self._cut_off.wait()
-
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> Delivery:
-        first: asyncio.Future[ResponseBatch] = asyncio.ensure_future(anext(self._events))
-        disconnected = asyncio.ensure_future(_wait_for_disconnect(receive))
-        stopping = asyncio.ensure_future(self._grace_expired())
-        try:
-            ended = await self._open(scope, receive, send, first, disconnected, stopping)
-        except BaseException:
-            disconnected.cancel()
-            stopping.cancel()
-            await self._discard(first)
-            raise
-        if ended is not None:
-            disconnected.cancel()
-            stopping.cancel()
-            return ended
-        return await self._stream(_body_send(scope, send), first, disconnected, stopping)
-
-    async def _open(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        first: asyncio.Future[ResponseBatch],
-        disconnected: asyncio.Future[None],
-        stopping: asyncio.Future[None],
-    ) -> Delivery | None:
-        """Phase 1: the response's status. Returns how it ended, or None once headers are out
-        and the stream goes on."""
-        heartbeat = self._encoder.heartbeat
-        await asyncio.wait(
-            (first, disconnected, stopping),
-            timeout=self._heartbeat_seconds if heartbeat is not None else None,
-            return_when=asyncio.FIRST_COMPLETED,
+        loop = self._loop = asyncio.get_running_loop()
+        self._send, self._body_send = send, _body_send(scope, send)
+        self._last_write_at = loop.time()  # the first heartbeat is due from the start
+        # The stream in a task of its own, not the request's: each suspension for a read or a
+        # write passes every frame between the task and the read, and under the request's
+        # task lie a score of middleware and routing frames (~5k instructions per token,
+        # issue #16). Cancelling the request cancels it too. Made first: what interrupts it
+        # (below) may do so at once.
+        self._task = loop.create_task(self._run(scope, receive, send))
+        listener = loop.create_task(_wait_for_disconnect(receive))
+        listener.add_done_callback(self._listener_done)
+        call_off = (
+            self._cut_off.on_grace_expired(lambda: self._interrupt("shutdown"))
+            if self._cut_off is not None
+            else None
         )
-        if disconnected.done() or stopping.done():
-            await self._discard(first)
-            if disconnected.done():
-                return "client_left"
-            await self._render_error(server_shutting_down())(scope, receive, send)
-            return "shutdown"
-        if first.done():
-            failure = first.exception()
-            if failure is not None:
+        self._arm(loop.time())
+        try:
+            return await self._task
+        finally:
+            self._over = True
+            listener.remove_done_callback(self._listener_done)
+            listener.cancel()
+            if call_off is not None:
+                call_off()
+            if self._timer is not None:
+                self._timer.cancel()
+            if self._beating is not None:
+                self._beating.cancel()
+            await self._events.aclose()
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> Delivery:
+        self._running = True
+        if self._interruption is not None:  # before the task began: nothing to cancel yet
+            return await self._interrupted(self._interruption, scope, receive)
+        try:
+            try:
+                batch = await anext(self._events)
+            except Exception as failure:  # a stream without events (StopAsyncIteration) too
+                if self._started:
+                    raise  # after a heartbeat committed the headers: in-band, below
                 logger.error("stream failed before its first event", exc_info=failure)
-                await self._discard(first)
                 await self._render_error(InternalError())(scope, receive, send)
                 return "internal_error"
-            opening = first.result()[0]
-            if isinstance(opening, StreamFailed):
-                await self._discard(first)
-                await self._render_error(opening.error)(scope, receive, send)
-                return "refused"
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        if not first.done() and heartbeat is not None:
-            # Headers went out early for the heartbeat's sake: the first one goes with them.
-            await send({"type": "http.response.body", "body": heartbeat, "more_body": True})
-            self._heartbeat_sent()
-        return None
-
-    async def _stream(
-        self,
-        send: Send,
-        first: asyncio.Future[ResponseBatch],
-        disconnected: asyncio.Future[None],
-        stopping: asyncio.Future[None],
-    ) -> Delivery:
-        """Phase 2: events until the first of the four tasks ends."""
-        self._last_write_at = asyncio.get_running_loop().time()
-        sender = asyncio.ensure_future(self._send_events(send, first))
-        monitor = asyncio.ensure_future(self._monitor(send))
-        tasks = (sender, disconnected, monitor, stopping)
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
-            for task in tasks:
-                _retrieve(task)
-        if not sender.cancelled():
-            failure = sender.exception()
-            if failure is None:
-                return "delivered"
-            if isinstance(failure, OSError):  # the server reports the client gone
-                return "client_left"
-            logger.error("stream failed while sending", exc_info=failure)
-            await self._end_in_band(send, InternalError())
-            return "internal_error"
-        if disconnected.done() and not disconnected.cancelled():
+            await self._wait_for_heartbeat()
+            if not self._started:
+                opening = batch[0]
+                if isinstance(opening, StreamFailed):
+                    await self._render_error(opening.error)(scope, receive, send)
+                    return "refused"
+                await self._start()
+            return await self._send_events(batch)
+        except asyncio.CancelledError:
+            reason = self._interruption
+            task = self._task
+            if reason is None or task is None or task.uncancel() > 0:
+                raise  # cancelled from elsewhere: the request itself is being cancelled
+            return await self._interrupted(reason, scope, receive)
+        except OSError:  # the server reports the client gone
             return "client_left"
-        if not monitor.cancelled():
-            problem = monitor.exception()
-            if isinstance(problem, SendTimeout):
-                logger.warning(
-                    "client accepted no bytes for %ss; stream dropped", self._send_timeout_seconds
-                )
-                return "send_timeout"
-            logger.error("heartbeat monitor failed", exc_info=problem)
-            await self._end_in_band(send, InternalError())
+        except Exception as failure:
+            logger.error("stream failed while sending", exc_info=failure)
+            await self._end_in_band(InternalError())
             return "internal_error"
-        # Short: uvicorn's own graceful timeout (grace + 5 s) must not cut the notice off.
-        await self._end_in_band(
-            send,
-            server_shutting_down(),
-            within=min(2.0, self._send_timeout_seconds),
-            notice=not self._goes_on_elsewhere,
-        )
-        return "shutdown"
 
-    async def _send_events(self, send: Send, first: asyncio.Future[ResponseBatch]) -> None:
+    async def _interrupted(self, reason: _Interruption, scope: Scope, receive: Receive) -> Delivery:
+        if reason == "send_timeout":
+            logger.warning(
+                "client accepted no bytes for %ss; stream dropped", self._send_timeout_seconds
+            )
+            return "send_timeout"
+        if reason == "shutdown":
+            await self._wait_for_heartbeat()
+            if not self._started:
+                await self._render_error(server_shutting_down())(scope, receive, self._send)
+                return "shutdown"
+            # Short: uvicorn's own graceful timeout (grace + 5 s) must not cut the notice off.
+            await self._end_in_band(
+                server_shutting_down(),
+                within=min(2.0, self._send_timeout_seconds),
+                notice=not self._goes_on_elsewhere,
+            )
+            return "shutdown"
+        return "client_left"
+
+    async def _start(self) -> None:
+        self._started = True
+        await self._send(
+            {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        )
+
+    async def _send_events(self, batch: ResponseBatch) -> Delivery:
+        send = self._body_send
         encoder = self._encoder
         encode = encoder.encode
-        lock = self._send_lock
         loop_time = asyncio.get_running_loop().time
-        try:
-            batch = await first
-            while True:
-                # One write per batch: the events one upstream read brought (issue #16).
-                body = encode(batch[0]) if len(batch) == 1 else b"".join(map(encode, batch))
-                if type(batch[-1]) in _TERMINAL:
-                    # Nothing follows a terminal event: the end marker goes in the same write.
-                    self._terminal_sent = True
-                    async with lock:
-                        self._writing_since = loop_time()
-                        await send(
-                            {
-                                "type": "http.response.body",
-                                "body": body + encoder.close(),
-                                "more_body": False,
-                            }
-                        )
-                        self._closed, self._writing_since = True, None
-                    return
-                if body:
-                    if lock.locked():  # a heartbeat is going out: wait until it is written
-                        async with lock:
-                            pass
-                    # No lock taken: the monitor writes nothing while `_writing_since` is set
-                    # (two coroutine calls per token saved, issue #12).
-                    self._writing_since = loop_time()
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
-                    self._last_write_at, self._writing_since = loop_time(), None
-                try:
-                    batch = await anext(self._events)
-                except StopAsyncIteration:
-                    break
-            async with lock:
+        while True:
+            # One write per batch: the events one upstream read brought (issue #16).
+            body = encode(batch[0]) if len(batch) == 1 else b"".join(map(encode, batch))
+            if self._beating is not None:  # a heartbeat is going out: after it
+                await self._wait_for_heartbeat()
+            if type(batch[-1]) in _TERMINAL:
+                # Nothing follows a terminal event: the end marker goes in the same write.
+                self._terminal_sent = True
                 self._writing_since = loop_time()
-                await send(
-                    {"type": "http.response.body", "body": encoder.close(), "more_body": False}
-                )
+                body += encoder.close()
+                await send({"type": "http.response.body", "body": body, "more_body": False})
                 self._closed, self._writing_since = True, None
-        finally:
-            await self._discard(first)
+                return "delivered"
+            if body:
+                self._writing_since = loop_time()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                self._last_write_at, self._writing_since = loop_time(), None
+            try:
+                batch = await anext(self._events)
+            except StopAsyncIteration:
+                break
+        self._writing_since = loop_time()
+        await send({"type": "http.response.body", "body": encoder.close(), "more_body": False})
+        self._closed, self._writing_since = True, None
+        return "delivered"
 
-    async def _monitor(self, send: Send) -> None:
-        """Heartbeats when idle; raises `SendTimeout` when a write has been stuck too long."""
-        loop = asyncio.get_running_loop()
+    # -- interruptions -----------------------------------------------------------------------
+
+    def _interrupt(self, reason: _Interruption) -> None:
+        """Stop the stream from outside its task, for `reason` (the first one counts)."""
+        if self._over or self._interruption is not None or self._task is None:
+            return
+        self._interruption = reason
+        if self._running:  # else `_run` sees the reason as it begins
+            self._task.cancel()
+        if self._beating is not None and reason == "send_timeout":
+            self._beating.cancel()  # the stuck write may be the heartbeat's
+
+    def _listener_done(self, listener: asyncio.Task[None]) -> None:
+        if not listener.cancelled() and listener.exception() is None:
+            self._interrupt("client_left")
+
+    # -- the timer: heartbeats and the send timeout -------------------------------------------
+
+    def _arm(self, now: float) -> None:
+        """Wake up when a heartbeat may be due, or a write in progress may have stuck: never
+        later than the send timeout, so a write that starts now and gets stuck is noticed
+        within twice the timeout at most."""
+        limit = self._send_timeout_seconds
+        writing_since = self._writing_since
+        if writing_since is not None:
+            due = writing_since + limit
+        elif self._encoder.heartbeat is None or self._beating is not None:
+            due = now + min(limit, self._heartbeat_seconds)
+        else:
+            due = min(now + limit, self._last_write_at + self._heartbeat_seconds)
+        assert self._loop is not None
+        self._timer = self._loop.call_at(max(due, now + 0.01), self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        loop = self._loop
+        if self._over or self._closed or self._interruption is not None or loop is None:
+            return
+        now = loop.time()
+        writing_since = self._writing_since
+        if writing_since is not None and now - writing_since >= self._send_timeout_seconds:
+            self._interrupt("send_timeout")
+            return
         heartbeat = self._encoder.heartbeat
-        interval, limit = self._heartbeat_seconds, self._send_timeout_seconds
-        while not self._closed:
-            now = loop.time()
-            if self._writing_since is not None:
-                if now - self._writing_since >= limit:
-                    raise SendTimeout
-                wake_in = self._writing_since + limit - now
-            elif heartbeat is None or self._send_lock.locked():
-                wake_in = min(limit, interval)
-            elif now - self._last_write_at >= interval:
-                try:
-                    async with self._send_lock, asyncio.timeout(limit):
-                        if self._closed:
-                            return
-                        await send(
-                            {"type": "http.response.body", "body": heartbeat, "more_body": True}
-                        )
-                except TimeoutError:
-                    raise SendTimeout from None
-                self._last_write_at = loop.time()
-                self._heartbeat_sent()
-                wake_in = interval
-            else:
-                # Never sleep longer than the send timeout: a write that starts now and gets
-                # stuck is noticed within twice the timeout at most.
-                wake_in = min(limit, interval - (now - self._last_write_at))
-            await asyncio.sleep(max(wake_in, 0.01))
+        idle = now - self._last_write_at >= self._heartbeat_seconds
+        if heartbeat is not None and writing_since is None and self._beating is None and idle:
+            self._beating = asyncio.ensure_future(self._beat(heartbeat))
+        self._arm(now)
+
+    async def _beat(self, heartbeat: bytes) -> None:
+        """Write a heartbeat (the headers first, before the first event)."""
+        loop = asyncio.get_running_loop()
+        loop_time = loop.time
+        try:
+            self._writing_since = loop_time()
+            if not self._started:
+                await self._start()
+            await self._body_send(
+                {"type": "http.response.body", "body": heartbeat, "more_body": True}
+            )
+            self._last_write_at = loop_time()
+            self._heartbeat_sent()
+        except OSError:  # the server reports the client gone
+            self._interrupt("client_left")
+        finally:
+            self._writing_since = None
+            if self._beating is asyncio.current_task(loop):
+                self._beating = None
+
+    async def _wait_for_heartbeat(self) -> None:
+        """Until a heartbeat being written is out (it may have committed the headers)."""
+        beating = self._beating
+        if beating is not None and not beating.done():
+            await asyncio.wait((beating,))
 
     def _heartbeat_sent(self) -> None:
         if self._on_heartbeat is not None:
             self._on_heartbeat()
 
     async def _end_in_band(
-        self, send: Send, error: ServiceError, within: float | None = None, notice: bool = True
+        self, error: ServiceError, within: float | None = None, notice: bool = True
     ) -> None:
         """End a stream that was cut: the error event (unless a terminal event already went
         out) and the end marker (neither without `notice`), never anything after the end
         marker. Bounded by the send timeout, so a stalled client cannot hold the process."""
-        if self._closed:
+        if self._closed or not self._started:
             return
         body = b""
         if notice:
@@ -373,15 +404,9 @@ class ChatStreamResponse(Response):
             body += self._encoder.close()
         try:
             async with asyncio.timeout(within or self._send_timeout_seconds):
-                await send({"type": "http.response.body", "body": body, "more_body": False})
+                await self._body_send(
+                    {"type": "http.response.body", "body": body, "more_body": False}
+                )
             self._closed = True
         except (TimeoutError, OSError):
             logger.warning("could not send the end of a cut stream; connection dropped")
-
-    async def _discard(self, first: asyncio.Future[ResponseBatch]) -> None:
-        """Close the event iterator, first cancelling a read still in flight in `first`."""
-        if not first.done():
-            first.cancel()
-            await asyncio.wait((first,))
-        _retrieve(first)
-        await self._events.aclose()

@@ -283,7 +283,7 @@ class ResumableStreams:
             encoder,
             timing=StreamTiming.from_settings(settings),
             on_finish=_nothing_to_record,
-            cut_off=self._shutdown.grace_expired,
+            cut_off=self._shutdown,
             headers={**FORMATS[source.format_name].headers, STREAM_ID_HEADER: stream_id},
             # Produced here, the producer ends it at the cut-off, with the notice, for everyone.
             goes_on_elsewhere=source.producer is None,
