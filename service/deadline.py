@@ -26,8 +26,8 @@ fires when a bound could first be passed; if it has not been (a read started sin
 A read in progress when a bound passes is interrupted by cancelling the task doing it, as
 `asyncio.timeout` does, and the cancellation is taken back (`Task.uncancel`) once turned into
 the `Failed` event; a bound passed while the consumer is busy sending is noticed before the next
-read. The timer never fires across a `yield`: it interrupts the read, never the consumer (the
-task that iterates may change between reads: the first one runs in its own task).
+read. The timer never fires across a `yield`: it interrupts the read, never the consumer, which
+iterates from one task.
 """
 
 from __future__ import annotations
@@ -129,12 +129,13 @@ async def within_deadline(
     loop = asyncio.get_running_loop()
     watch = _Watch(max_seconds, idle_seconds, first_event_seconds)
     first = True
+    # Its consumer iterates it from one task (the stream's, or a resumable stream's producer):
+    # the task a read may be interrupted in is known once, not looked up per read (#16).
+    reader = asyncio.current_task(loop)
     async with aclosing(batches):
         try:
             while watch.expired is None:
-                # With the loop given: without it, Python 3.11 makes a getpid() system call
-                # to find the running loop, once per read (issue #16).
-                reader = watch.reader = asyncio.current_task(loop)
+                watch.reader = reader
                 if not first:
                     watch.read_started_at = loop.time()
                 try:

@@ -148,7 +148,11 @@ class _Connection(asyncio.Protocol):
         if self._buffered > _BUFFERED_BYTES and not self._reading_paused and self.transport:
             self._reading_paused = True
             self.transport.pause_reading()
-        self._wake()
+        waiter = self._waiter  # `_wake`, inlined: once per token
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def on_message_complete(self) -> None:
         if self._head is None or not self._head.done():

@@ -16,6 +16,7 @@ stream the client already has in full, answered with 204 so the browser stops
 
 from __future__ import annotations
 
+from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import TYPE_CHECKING, Any
 
 from service.events import (
@@ -27,7 +28,7 @@ from service.events import (
     TextDelta,
 )
 from service.wire.base import WireFormat
-from service.wire.payloads import delta_payload, event_payload, json_string
+from service.wire.payloads import delta_payload, event_payload
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -95,10 +96,14 @@ class SSEEncoder:
         if type(event) is TextDelta:  # the hot path first, `encode_event` inlined (issue #16)
             sequence = self._sequence
             self._sequence = sequence + 1
+            try:  # `json_string`, inlined
+                text = encode_basestring(event.text).encode()
+            except UnicodeEncodeError:  # a lone surrogate: sent as its JSON escape
+                text = encode_basestring_ascii(event.text).encode()
             return b'id: %s%d\ndata: {"type":"delta","content":%s}\n\n' % (
                 self._prefix_bytes,
                 sequence,
-                json_string(event.text),
+                text,
             )
         if type(event) is ReasoningDelta:
             return b""  # this format carries the answer only (service.events)
