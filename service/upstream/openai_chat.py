@@ -194,6 +194,9 @@ class OpenAIChatUpstream:
             f"streaming from {self.provider}, default model {self._default_model}"
         )
 
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         await self._client.close()
 

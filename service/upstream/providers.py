@@ -25,6 +25,7 @@ from service.errors import ConfigurationError
 if TYPE_CHECKING:
     from service.settings import Settings
     from service.upstream.base import ChatUpstream
+    from service.upstream.router import RouterObserver
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +163,17 @@ def resolve_provider(settings: Settings, requested: str) -> str:
     return requested
 
 
-def build_upstream(settings: Settings, on_retry: Callable[[], None] | None = None) -> ChatUpstream:
+def build_upstream(
+    settings: Settings,
+    on_retry: Callable[[], None] | None = None,
+    router_observer: RouterObserver | None = None,
+) -> ChatUpstream:
     """The configured provider's upstream; `on_retry` is called for each request it repeats
-    (an upstream that never retries ignores it)."""
+    (an upstream that never retries ignores it). `router_observer` watches the router over
+    several deployments (`UPSTREAMS`; `/metrics`), when that is what is configured."""
     module = importlib.import_module(PROVIDERS[settings.provider].module)
+    if settings.provider == ROUTER:
+        router: ChatUpstream = module.build(settings, on_retry, router_observer)
+        return router
     upstream: ChatUpstream = module.build(settings, on_retry)
     return upstream
