@@ -28,6 +28,7 @@ from testkit.fake_upstream import (
 )
 from testkit.metrics_reader import Scrape, scrape
 from testkit.openai_fakes import responses_pieces
+from testkit.otlp_collector import OTLPCollector
 from testkit.ports import free_port
 from testkit.raw_client import open_stream
 from testkit.redis_server import RedisServer
@@ -556,3 +557,30 @@ def test_replicas_sharing_redis_hear_that_a_probe_was_answered(
     assert answer_text(events) == " back"
     assert wait_until(lambda: state_of(scrape(second.base_url), "flaky") == "healthy")
     assert len(flaky.exchanges) == 2  # the failure, and the first replica's probe
+
+
+@pytest.fixture
+def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[OTLPCollector]:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")  # export within 50 ms, not 5 s
+    running = OTLPCollector()
+    running.start()
+    yield running
+    running.stop()
+
+
+def test_the_span_names_the_deployment_that_answered(
+    service_factory: ServiceFactory, fakes: Fakes, collector: OTLPCollector
+) -> None:
+    (live,) = fakes(1)
+    answering(live)
+    running = routed(
+        service_factory,
+        entry("dead", None, provider="openai"),
+        entry("live", live),
+        otel_exporter_otlp_endpoint=collector.endpoint,
+    )
+    _, events = stream_chat(running.base_url, {"prompt": "hi"})
+    assert answer_text(events) == ANSWER
+    (span,) = collector.wait_for_spans(1)
+    assert span.attributes["llm_stream.deployment"] == "live"
+    assert span.attributes["gen_ai.provider.name"] == "openai"
