@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
 
+from service.deadline import within_deadline
+from service.domain import ChatMessage, CompletionParams
 from service.errors import (
     ModelNotFound,
     NotServedUpstream,
@@ -23,6 +26,7 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from service.events import Failed, Finished, Routed, TextDelta, UpstreamBatch
 from service.upstream import router as router_module
 from service.upstream.health import (
     CooldownPolicy,
@@ -247,3 +251,82 @@ async def test_every_deployment_cooling_down_answers_with_the_soonest_retry() ->
     assert error.retry_after_seconds is not None
     for deployment in router.lanes:
         deployment.health.close()
+
+
+class Scripted:
+    """An in-memory deployment: answers `tokens`, or never answers (`hang`); counts requests."""
+
+    provider = "openai"
+    is_demo = False
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.hang = hang
+        self.requests = 0
+        self.closed = 0
+        self.asked = asyncio.Event()
+
+    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamBatch, None]:
+        self.requests += 1
+        self.asked.set()
+        try:
+            if self.hang:
+                await asyncio.Event().wait()
+            yield [TextDelta(" hi")]
+            yield [Finished("stop")]
+        finally:
+            self.closed += 1
+
+
+def scripted_router(*upstreams: Scripted, timeout: float = 10.0) -> Router:
+    router = router_of(
+        *(demo(f"d{i}", failover_timeout_seconds=timeout) for i in range(len(upstreams)))
+    )
+    for each, upstream in zip(router.lanes, upstreams, strict=True):
+        each.upstream = upstream  # type: ignore[assignment]
+    return router
+
+
+PARAMS = CompletionParams("m", (ChatMessage("user", "hi"),))
+
+
+async def test_a_silent_deployment_is_left_at_its_failover_timeout() -> None:
+    silent, answering = Scripted(hang=True), Scripted()
+    router = scripted_router(silent, answering, timeout=0.05)
+    stream = router.stream(PARAMS)
+    first = await anext(stream)
+    assert [type(event) for event in first] == [Routed, TextDelta]
+    assert first[0] == Routed("d1", "demo")
+    assert (silent.requests, silent.closed, answering.requests) == (1, 1, 1)
+    assert lane(router, "d0").health.reason == "timeout"
+    await stream.aclose()
+    assert answering.closed == 1
+    assert [each.health.in_flight for each in router.lanes] == [0, 0]
+    for each in router.lanes:
+        each.health.close()
+
+
+async def test_the_stream_deadline_outside_ends_the_wait_and_no_deployment_is_asked() -> None:
+    silent, answering = Scripted(hang=True), Scripted()
+    router = scripted_router(silent, answering, timeout=10.0)
+    bounded = within_deadline(
+        router.stream(PARAMS), max_seconds=60, idle_seconds=60, first_event_seconds=0.05
+    )
+    (failed,) = await anext(bounded)
+    assert isinstance(failed, Failed)
+    assert "no token within 0.05 s" in failed.error.message
+    await bounded.aclose()
+    assert (silent.requests, silent.closed, answering.requests) == (1, 1, 0)
+    assert [each.health.in_flight for each in router.lanes] == [0, 0]
+    assert lane(router, "d0").health.state == "healthy"  # the client's bound, not its fault
+
+
+async def test_cancelled_while_waiting_on_a_deployment_asks_no_other() -> None:
+    silent, answering = Scripted(hang=True), Scripted()
+    router = scripted_router(silent, answering, timeout=0.05)
+    reading = asyncio.ensure_future(anext(router.stream(PARAMS)))
+    await silent.asked.wait()
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    assert (silent.requests, silent.closed, answering.requests) == (1, 1, 0)
+    assert [each.health.in_flight for each in router.lanes] == [0, 0]
