@@ -42,12 +42,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from service.errors import ConfigurationError
+from service.upstream.providers import PROVIDERS, ROUTER
 
 if TYPE_CHECKING:
     from service.settings import Settings
 
 # The providers a deployment may be: every entry of the provider table but the router itself.
-DEPLOYMENT_PROVIDERS = ("openai", "azure", "demo")
+DEPLOYMENT_PROVIDERS = tuple(name for name in PROVIDERS if name != ROUTER)
 _NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
 _VARIABLE_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
@@ -196,15 +197,19 @@ def _deployment(
         raise ConfigurationError(
             f"{where}: give base_url (an OpenAI-compatible server) or a key (OpenAI's API)"
         )
+    own = deployment_settings(
+        settings, entry, key, settings.upstream_max_retries if only_one else 0
+    )
+    try:
+        # The provider table's own check, behind the entry's: a provider added to the table
+        # says here what its deployments lack.
+        PROVIDERS[entry.provider].check(own)
+    except ConfigurationError as error:
+        raise ConfigurationError(f"{where}: {error}") from None
     return Deployment(
         name=name,
         provider=entry.provider,
-        settings=deployment_settings(
-            settings,
-            entry,
-            key,
-            settings.upstream_max_retries if only_one else 0,
-        ),
+        settings=own,
         models=_models(where, entry.models),
         weight=entry.weight,
         max_concurrent=entry.max_concurrent,
@@ -246,7 +251,8 @@ def deployment_settings(
     settings: Settings, entry: DeploymentEntry, key: SecretStr | None, max_retries: int
 ) -> Settings:
     """The service's settings with the entry's values in place of the single upstream's
-    variables: what the provider table's `build` reads (`service.upstream.openai_chat`)."""
+    variables: what the provider table's `build` reads (`service.upstream.openai_chat`). A
+    provider with variables of its own maps an entry's fields onto them here."""
     update: dict[str, Any] = {
         "upstreams": None,
         "upstreams_file": None,
