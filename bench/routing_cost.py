@@ -9,10 +9,11 @@ takes.
    every request is), over an in-memory upstream called directly, and over the router with two
    in-memory deployments and its Prometheus instruments. No network, no event loop wake-ups:
    the difference is the router's alone (issue #17's goal: under 50 µs).
-2. `request`: the service's CPU per request end to end, 1-token answers in a row, two
+2. `request`: the service's CPU per request end to end, 1-token answers in a row, three
    `python -m service` processes taking turns: one plain upstream (`OPENAI_BASE_URL`), and
-   `UPSTREAMS` of two healthy deployments; both routes. On a shared 2-core machine whole-
-   service figures swing by several percent between runs: the spread is printed.
+   `UPSTREAMS` of two healthy deployments, on that same upstream server and on two; both
+   routes. On a shared 2-core machine whole-service figures swing by several percent between
+   runs: the spread is printed, and each routed run's difference to the plain run beside it.
 3. `burst`: CPU per relayed token, 20,000 tokens at once, plain against routed: after the first
    batch the router hands out the deployment's own generator, one method call per batch.
 4. `failover`: time to first token when the first deployment fails (a closed port; a 503)
@@ -190,11 +191,17 @@ def spread(values: list[float]) -> str:
     return f"median {median:7.1f}, least {least:7.1f}, most {most:7.1f}"
 
 
-async def cpu_per_request(requests: int = 300, runs: int = 7) -> None:
+async def cpu_per_request(requests: int = 300, runs: int = 9) -> None:
+    """Three services taking turns: one upstream, and `UPSTREAMS` of two deployments on that
+    same upstream server (what the router adds, alone), and on two servers (as deployed; on a
+    2-core machine the second server's activity costs the service some cache and scheduling
+    too, which is not the router's)."""
     first, second = UpstreamProcess(1, 0), UpstreamProcess(1, 0)
+    plain = "one upstream"
     services = {
-        "one upstream": Service(plain_environment(first.base_url)),
-        "UPSTREAMS of two": Service(routed_environment(first.base_url, second.base_url)),
+        plain: Service(plain_environment(first.base_url)),
+        "two on one server": Service(routed_environment(first.base_url, first.base_url)),
+        "two on two servers": Service(routed_environment(first.base_url, second.base_url)),
     }
     try:
         for service in services.values():
@@ -204,9 +211,11 @@ async def cpu_per_request(requests: int = 300, runs: int = 7) -> None:
         samples: dict[tuple[str, str], list[float]] = {
             (name, route.name): [] for name in services for route in ROUTES
         }
-        for _ in range(runs):
+        turns = list(services.items())
+        for run in range(runs):
             for route in ROUTES:
-                for name, service in services.items():
+                # Each service takes each place in the order in turn: no one is always first.
+                for name, service in turns[run % 3 :] + turns[: run % 3]:
                     before = service.cpu()
                     for _ in range(requests):
                         _, texts, status = await answer(service.port, route)
@@ -215,14 +224,16 @@ async def cpu_per_request(requests: int = 300, runs: int = 7) -> None:
         print(f"service CPU per request, 1-token answers, {runs} runs of {requests} taking turns:")
         for route in ROUTES:
             for name in services:
-                print(f"  {route.name:22} {name:17} {spread(samples[name, route.name])} µs")
-            plain = samples["one upstream", route.name]
-            routed = samples["UPSTREAMS of two", route.name]
-            paired = [r - p for r, p in zip(routed, plain, strict=True)]
-            print(
-                f"  {route.name:22} added by routing: median {statistics.median(paired):+.1f} µs"
-                f" (paired runs; between {min(paired):+.1f} and {max(paired):+.1f})"
-            )
+                line = f"  {route.name:22} {name:19} {spread(samples[name, route.name])} µs"
+                if name != plain:
+                    paired = [
+                        routed - alone
+                        for routed, alone in zip(
+                            samples[name, route.name], samples[plain, route.name], strict=True
+                        )
+                    ]
+                    line += f"; {statistics.median(paired):+.1f} (paired median)"
+                print(line)
     finally:
         for service in services.values():
             service.stop()
