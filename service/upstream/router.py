@@ -157,7 +157,6 @@ class Router:
         self._default_model = default_model
         self.observer = observer
         self._shared = shared
-        self._loop_time: Callable[[], float] | None = None
 
     def resolve_model(self, requested: str | None) -> str:
         return requested or self._default_model
@@ -238,12 +237,11 @@ class Router:
                 f"no upstream deployment serves the model {model[:200]!r}", param="model"
             )
         cooling = [lane for lane in serving if not lane.health.available]
-        if len(cooling) < len(serving):
-            error: ServiceError = TooManyStreams(
+        if len(cooling) < len(serving):  # the others are full
+            return TooManyStreams(
                 f"every upstream deployment serving {model[:200]!r} is at its max_concurrent",
                 retry_after_seconds=1,
             )
-            return error
         now = asyncio.get_running_loop().time()
         wait = max(1, math.ceil(min(lane.health.until for lane in cooling) - now))
         if all(lane.health.reason == "rate_limited" for lane in cooling):
