@@ -7,6 +7,8 @@ Definitions (all from `time.perf_counter`):
 - `upstream_ttft_ms`: upstream request started -> first text received from it.
 - `output_tokens`: the upstream's `completion_tokens` when it reports usage, else the number of
   text deltas (one per token for OpenAI-compatible servers).
+- Tokens that arrive in one upstream read (one batch, issue #16) share its time: nothing tells
+  them apart, and a rate computed from the microseconds between handling them would be noise.
 - `tokens_per_second`: decode rate of the visible answer after its first token,
   `(visible tokens - 1) / (last text - first text)`, where visible tokens leave out the hidden
   reasoning tokens a reasoning model produces before its first text; `None` with fewer than two.

@@ -68,7 +68,7 @@ def upstream() -> Iterator[FakeUpstream]:
 @pytest.fixture
 def upstream_http_client() -> str:
     """The SDK transport; modules about transport behaviour override this to run both."""
-    return "aiohttp"
+    return "builtin"
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from testkit.raw_client import open_stream, read_until
 from testkit.services import TEST_KEY, RunningService, ServiceFactory
 
 
-@pytest.fixture(params=["aiohttp", "httpx2"])
+@pytest.fixture(params=["builtin", "httpx2"])
 def upstream_http_client(request: pytest.FixtureRequest) -> str:
     """Both SDK transports: each must map failures and close connections the same way."""
     transport: str = request.param

@@ -12,7 +12,7 @@ from testkit.services import TEST_KEY, RunningService, ServiceFactory
 from testkit.sse_client import answer_text, stream_chat
 
 
-@pytest.fixture(params=["aiohttp", "httpx2"])
+@pytest.fixture(params=["builtin", "httpx2"])
 def upstream_http_client(request: pytest.FixtureRequest) -> str:
     """Both SDK transports: each must map failures and close connections the same way."""
     transport: str = request.param

@@ -32,7 +32,7 @@ from testkit.sse_client import answer_text, stream_chat
 HEALTHZ_BOUND_SECONDS = 1.0
 
 
-@pytest.fixture(params=["aiohttp", "httpx2"])
+@pytest.fixture(params=["builtin", "httpx2"])
 def upstream_http_client(request: pytest.FixtureRequest) -> str:
     """Both SDK transports: each must refuse the same way."""
     transport: str = request.param

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
+from service.events import TextDelta
+from service.metrics import StreamRecorder
 from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
 from testkit.services import RunningService
 from testkit.sse_client import stream_chat
@@ -61,3 +65,17 @@ def test_log_line_carries_no_prompt_or_answer(
     summary = service.wait_for_summaries(1)[0]
     assert "secret-prompt-text" not in repr(summary)
     assert "secret-answer-text" not in repr(summary)
+
+
+def test_tokens_of_one_read_share_its_time_and_give_no_rate_alone() -> None:
+    recorder = StreamRecorder(stream_id="s", model="m", provider="p", received_at=0.0)
+    recorder.record([TextDelta("a"), TextDelta("b"), TextDelta("c")])
+    assert recorder.text_deltas == 3
+    assert recorder.first_text_at == recorder.last_text_at
+    assert recorder.decode() is None  # nothing tells tokens of one read apart
+    time.sleep(0.01)
+    recorder.record([TextDelta("d")])
+    decode = recorder.decode()
+    assert decode is not None
+    assert decode[1] == 3  # three tokens after the first, over the time between the reads
+    assert decode[0] >= 0.01

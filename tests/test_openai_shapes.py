@@ -344,8 +344,8 @@ def test_fast_path_reads_what_parsing_reads(
     compact: bool,
     extra: dict[str, str],
 ) -> None:
-    """`chat_chunk` recognizes text tokens from their bytes; whatever the chunk, it must read
-    the same facts as parsing it whole would."""
+    """`chat_chunk` decodes only the fields it needs; whatever the chunk, it must read the same
+    facts as parsing it whole would."""
     chunk: dict[str, Any] = {
         "id": "chatcmpl-x",
         "object": "chat.completion.chunk",
@@ -373,3 +373,64 @@ def test_fast_path_reads_what_parsing_reads(
             assert fast.error.message == slow.error.message
         else:
             assert fast == slow
+
+
+def _shapes(odd: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """Chat chunks whose fields hold what OpenAI puts there or, with `odd` values, not."""
+    text = st.none() | st.text(max_size=3) | odd
+    delta = st.dictionaries(
+        st.sampled_from(["content", "refusal", "reasoning_content", "reasoning", "role"]), text
+    )
+    choice = st.fixed_dictionaries(
+        {},
+        optional={
+            "index": st.sampled_from([0, 0, 1]) | odd,
+            "delta": delta | st.none() | odd,
+            "finish_reason": st.sampled_from([None, "stop", "length", ""]) | odd,
+        },
+    )
+    usage = st.dictionaries(
+        st.sampled_from(["prompt_tokens", "completion_tokens"]), st.integers(0, 9) | odd
+    )
+    return st.fixed_dictionaries(
+        {},
+        optional={
+            "choices": st.lists(choice | odd, max_size=3) | odd,
+            "usage": usage | st.none() | odd,
+            "error": st.sampled_from([None, "", "boom"]) | odd,
+            "id": st.text(max_size=3),
+        },
+    )
+
+
+_odd_value = st.one_of(st.booleans(), st.integers(-2, 2), st.lists(st.none(), max_size=1))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_shapes(st.nothing()), _shapes(_odd_value)))
+def test_the_typed_fast_read_agrees_with_the_lenient_one(chunk: dict[str, Any]) -> None:
+    """`chunk_events` decodes the common shape into typed fields and hands any other to
+    `chunk_events_lenient`; on every chunk both must read the same events."""
+    payload = json.dumps(chunk).encode()
+    fast = openai_events.chunk_events(payload, ())
+    lenient = openai_events.chunk_events_lenient(payload, ())
+    if lenient and isinstance(lenient[0], Failed):
+        assert isinstance(fast[0], Failed)
+        assert fast[0].error.message == lenient[0].error.message
+    else:
+        assert fast == lenient
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_shapes(st.nothing()), _shapes(_odd_value)), st.booleans())
+def test_relayed_facts_agree_with_parsing_on_any_shape(
+    chunk: dict[str, Any], forward_usage: bool
+) -> None:
+    payload = json.dumps(chunk).encode()
+    fast = openai_events.chat_chunk(None, payload, forward_usage=forward_usage, secrets=())
+    slow = openai_events.parsed_chat_chunk(payload, forward_usage=forward_usage, secrets=())
+    if isinstance(slow, Failed):
+        assert isinstance(fast, Failed)
+        assert fast.error.message == slow.error.message
+    else:
+        assert fast == slow

@@ -40,7 +40,7 @@ def test_known_streams_read_back_exactly(service: RunningService, upstream: Fake
         response, events = stream_chat(service.base_url, body)
         assert response.status_code == 200
         ends.append(events[-2].json()["metrics"])
-    upstream.queue(Reply(pieces=answer_pieces(TOKENS[:3])))
+    upstream.queue(Reply(pieces=answer_pieces(TOKENS[:3]), pause=0.01))  # a rate needs reads
     response = httpx.post(
         service.base_url + "/api/chat/stream?format=ndjson", json={"prompt": "hi"}, timeout=30
     )

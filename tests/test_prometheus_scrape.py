@@ -49,7 +49,9 @@ def traffic(service: RunningService, upstream: FakeUpstream) -> list[dict[str, A
     Returns the `end` events' metrics of the completed streams."""
     ends = []
     for delay in FIRST_TOKEN_DELAYS:
-        upstream.queue(Reply(pieces=answer_pieces([" a", " b", " c"]), delay_before_headers=delay))
+        # Paced: tokens that arrive in one read share its time, and give no decode rate.
+        tokens = answer_pieces([" a", " b", " c"])
+        upstream.queue(Reply(pieces=tokens, delay_before_headers=delay, pause=0.01))
         response, events = stream_chat(service.base_url, {"prompt": "hi"})
         assert response.status_code == 200
         ends.append(events[-2].json()["metrics"])

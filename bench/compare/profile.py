@@ -32,7 +32,7 @@ PARTS = [
     ),
     ("socket write to the client (uvicorn send)", ("RequestResponseCycle.send",)),
     ("logging", ("(logging/",)),
-    ("parsing each chunk, picking its fields", ("chunk_events", "(json/", "orjson")),
+    ("parsing each chunk, picking its fields", ("chunk_events", "chat_chunk", "(json/", "msgspec")),
     ("SDK typed stream (its reads, parsing, a model per token)", ("(openai/_streaming",)),
     (
         "upstream read: aiohttp protocol and reader, SDK/httpx2 adapters",

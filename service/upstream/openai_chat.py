@@ -36,7 +36,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
-import aiohttp
 import httpx2
 import openai
 
@@ -61,7 +60,7 @@ from service.settings import Settings
 from service.upstream import openai_events
 from service.upstream.redaction import redact, safe_message
 from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
-from service.upstream.transport import AiohttpTransport, body_reader
+from service.upstream.transport import HTTP1Transport, body_reader
 
 _DONE = b"[DONE]"
 _DRAIN_SECONDS = 0.1
@@ -95,14 +94,14 @@ def build_client(
         },
     }
     http_client = (
-        # The SDK's connection limits; bodies read straight from aiohttp (transport.py).
+        # The SDK's connection limits; stream bodies read straight from the connection.
         httpx2.AsyncClient(
-            transport=AiohttpTransport(
+            transport=HTTP1Transport(
                 max_connections=_MAX_CONNECTIONS, keepalive_seconds=_KEEPALIVE_SECONDS
             ),
             **transport_options,
         )
-        if settings.upstream_http_client == "aiohttp"
+        if settings.upstream_http_client == "builtin"
         else openai.DefaultAsyncHttpxClient(**transport_options)
     )
     if settings.provider == "azure":  # this module serves two entries of the provider table
@@ -348,11 +347,7 @@ class OpenAIChatUpstream:
             return self._status_error(error, api)
         # The raw body raises the transport's own exceptions (the SDK maps them only in its
         # typed stream), so both families are translated here.
-        # Reads straight from aiohttp's reader raise its own exceptions (`_reads_of`).
-        if isinstance(
-            error,
-            openai.APIConnectionError | httpx2.RequestError | aiohttp.ClientError | TimeoutError,
-        ):
+        if isinstance(error, openai.APIConnectionError | httpx2.RequestError | TimeoutError):
             return _transport_failure(error)
         if isinstance(error, EventTooLarge | BodyTooLarge | CompressedBody):
             return UpstreamUnavailable(str(error))
@@ -419,13 +414,13 @@ def _unfinished() -> UpstreamUnavailable:
 
 
 def _reads_of(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
-    """The upstream body's reads as they arrive, `b""` at its end: straight from the aiohttp
-    reader our transport hands over (`service.upstream.transport`), one await per network read;
+    """The upstream body's reads as they arrive, `b""` at its end: straight from the connection
+    our transport hands over (`service.upstream.transport`), one await per network read;
     from httpx2's `aiter_raw()` for a response that came another way. Nothing is decoded
     either way: a compressed body is refused on its headers (`_refuse_compressed`)."""
-    reader = body_reader(response)
-    if reader is not None:
-        return reader.readany
+    read = body_reader(response)
+    if read is not None:
+        return read
     chunks: AsyncIterator[bytes] = response.aiter_raw()
     return partial(anext, chunks, b"")
 
@@ -452,14 +447,13 @@ async def _drain(read: Callable[[], Awaitable[bytes]]) -> None:
 
 
 def _transport_failure(error: BaseException) -> ServiceError:
-    """Timeout or unreachable, decided by the root cause where it is aiohttp's or the OS's own
-    exception (our transport keeps it as the cause; reads from aiohttp's reader raise it
-    directly): a `TimeoutError` (aiohttp's timeouts are) or not. Otherwise the SDK's or
-    httpx2's class says."""
+    """Timeout or unreachable, decided by the root cause where it is the OS's own exception (our
+    transport keeps it as the cause): a `TimeoutError` or not. Otherwise the SDK's or httpx2's
+    class says."""
     root = error
     while root.__cause__ is not None:
         root = root.__cause__
-    if isinstance(root, aiohttp.ClientError | OSError):
+    if isinstance(root, OSError):
         timed_out = isinstance(root, TimeoutError)
     else:
         timed_out = isinstance(error, openai.APITimeoutError | httpx2.TimeoutException)

@@ -5,21 +5,20 @@ byte, so each one becomes a `Relayed` carrying its bytes plus the few facts the 
 whether it carries model output (the first one's time is the time to first token), a finish
 reason, and usage. Nothing else is read, and nothing is re-encoded.
 
-- Chat completions (https://platform.openai.com/docs/api-reference/chat-streaming): a token
-  chunk in compact JSON is recognized from its bytes (`chat_chunk`'s fast path: non-empty
-  `"content":"`, every `finish_reason` and `usage` null, no `error`); since a JSON string cannot
-  hold an unescaped quote, those byte patterns can only be keys. Any other chunk is parsed: the
-  output may be in any choice, and `choices` is empty in Azure's first chunk and in the usage
-  chunk. The usage chunk is the one event that may be dropped: the service always asks for
-  usage, and a client that did not ask (`stream_options.include_usage`) must not get it.
+- Chat completions (https://platform.openai.com/docs/api-reference/chat-streaming): a chunk is
+  decoded into the few fields the metrics need (its choices' deltas and finish reasons, its
+  usage), the rest skipped unread; the output may be in any choice, and `choices` is empty in
+  Azure's first chunk and in the usage chunk. The usage chunk is the one event that may be
+  dropped: the service always asks for usage, and a client that did not ask
+  (`stream_options.include_usage`) must not get it.
 - Responses (https://platform.openai.com/docs/api-reference/responses-streaming): the SSE event
   name says what an event is, so only the terminal events (`response.completed`,
   `response.incomplete`, `response.failed`) and `error` are parsed; an unnamed event (a server
   that sends no `event:` line) is parsed for its `type`.
 
 The native routes translate rather than relay: `chunk_events` reads a chat chunk's text,
-reasoning, finish reason and usage as upstream events. Payloads are parsed by orjson
-(`parse_json`), in a fifth of `json.loads`'s time and whatever the JSON's layout.
+reasoning, finish reason and usage as upstream events, decoded by msgspec into the few fields
+it needs (whatever the JSON's layout).
 
 An error the upstream reports inside a stream becomes a `Failed`, with its message redacted
 (`service.upstream.redaction`). Pure functions, no SDK: `service.upstream.openai_chat` and the demo
@@ -33,7 +32,7 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol
 
-import orjson
+import msgspec
 
 from service.domain import OpenAIApi
 from service.errors import ServiceError, UpstreamUnavailable
@@ -77,14 +76,12 @@ def _unreadable() -> Failed:
 
 
 def parse_json(payload: bytes) -> Any:
-    """The JSON value in `payload`, parsed by orjson: about a fifth of `json.loads`'s CPU for a
-    chat chunk, whatever its layout (compact or spaced, Azure's sorted keys), which matters
-    once per token (issue #16). orjson refuses two things JSON allows and models send: a lone
-    surrogate escape (`\\ud83d`, half an emoji) and integers beyond 64 bits; those go to the
-    standard library. Raises `ValueError` when neither can read it."""
+    """The JSON value in `payload`, parsed by msgspec (a fifth of `json.loads`'s CPU for a chat
+    chunk); the standard library for a lone surrogate escape (`\\ud83d`, half an emoji a model
+    can emit), which msgspec refuses. Raises `ValueError` when neither can read it."""
     try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
+        return msgspec.json.decode(payload)
+    except msgspec.DecodeError:
         return json.loads(payload)
 
 
@@ -135,23 +132,30 @@ def _delta_has_output(delta: dict[str, Any]) -> bool:
     return any(value for key, value in delta.items() if key != "role")
 
 
-_CONTENT = b'"content":"'
-_FINISH_REASON, _NO_FINISH_REASON = b'"finish_reason"', b'"finish_reason":null'
-_USAGE, _NO_USAGE = b'"usage"', b'"usage":null'
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    refusal: str | None = None
+    # vLLM and DeepSeek stream `reasoning_content`; newer vLLM and OpenRouter `reasoning`.
+    reasoning_content: str | None = None
+    reasoning: str | None = None
 
 
-def is_text_chunk(payload: bytes) -> bool:
-    """Whether a chat chunk carries non-empty `content` and no finish reason, usage or error,
-    told from its bytes (compact JSON, as OpenAI writes it) without parsing: ~0.5 µs against
-    ~3 µs for `json.loads` (bench/relay_overhead.py). False means: parse it."""
-    at = payload.find(_CONTENT)
-    return (
-        at >= 0
-        and payload[at + len(_CONTENT)] != 0x22  # not `""`
-        and payload.count(_FINISH_REASON) == payload.count(_NO_FINISH_REASON)
-        and payload.count(_USAGE) == payload.count(_NO_USAGE)
-        and b'"error"' not in payload
-    )
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """The fields of a `chat.completion.chunk` the native routes read, in the types OpenAI
+    gives them; every other field is skipped unread."""
+
+    choices: list[_Choice] = []
+    usage: dict[str, Any] | None = None
+    error: Any = None
+
+
+_CHUNK = msgspec.json.Decoder(_Chunk)
 
 
 def chunk_events(payload: bytes, secrets: Iterable[str]) -> list[UpstreamEvent]:
@@ -159,16 +163,43 @@ def chunk_events(payload: bytes, secrets: Iterable[str]) -> list[UpstreamEvent]:
     choice's reasoning and text, its finish reason, and the usage, as upstream events; a
     `Failed` alone for an error or an unreadable chunk. Only the first choice is streamed (the
     native routes never ask for `n` > 1); `choices` may be empty (Azure's first chunk, the
-    usage chunk) or carry no `delta` (Azure's asynchronous filter)."""
+    usage chunk) or carry no `delta` (Azure's asynchronous filter).
+
+    Decoded straight into the fields it needs (`_Chunk`: msgspec skips the rest in C, half the
+    instructions of parsing the whole chunk, once per token: issue #16); a chunk of any other
+    shape (a field of another type, an error, JSON msgspec refuses) is read leniently by
+    `chunk_events_lenient`, which both paths agree with (tests/test_openai_shapes.py)."""
     try:
-        chunk = orjson.loads(payload)  # once per token: no wrapper call on the common path
-    except orjson.JSONDecodeError:
-        chunk = None
-    if type(chunk) is not dict or chunk.get("error"):
-        parsed = object_of(payload, secrets)  # what orjson refused, not an object, an error
-        if isinstance(parsed, Failed):
-            return [parsed]
-        chunk = parsed
+        chunk = _CHUNK.decode(payload)
+    except msgspec.MsgspecError:
+        return chunk_events_lenient(payload, secrets)
+    if chunk.error:
+        return chunk_events_lenient(payload, secrets)
+    events: list[UpstreamEvent] = []
+    for choice in chunk.choices:
+        if choice.index != 0:
+            continue
+        delta = choice.delta
+        if delta is not None:
+            thought = delta.reasoning_content or delta.reasoning
+            if thought:
+                events.append(ReasoningDelta(thought))
+            text = delta.content or delta.refusal
+            if text:
+                events.append(TextDelta(text))
+        if choice.finish_reason:
+            events.append(Finished(choice.finish_reason))
+    if chunk.usage is not None:
+        events.append(UsageReported(usage_of(chunk.usage)))
+    return events
+
+
+def chunk_events_lenient(payload: bytes, secrets: Iterable[str]) -> list[UpstreamEvent]:
+    """`chunk_events` for a chunk of any shape: whatever is not where and what OpenAI puts it
+    is ignored, an unreadable chunk or an error is a `Failed`."""
+    chunk = object_of(payload, secrets)
+    if isinstance(chunk, Failed):
+        return [chunk]
     events: list[UpstreamEvent] = []
     choices = chunk.get("choices")
     for choice in choices if isinstance(choices, list) else ():
@@ -176,8 +207,6 @@ def chunk_events(payload: bytes, secrets: Iterable[str]) -> list[UpstreamEvent]:
             continue
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            # vLLM and DeepSeek stream `reasoning_content`; newer vLLM and OpenRouter
-            # `reasoning`.
             thought = delta.get("reasoning_content") or delta.get("reasoning")
             if thought and isinstance(thought, str):
                 events.append(ReasoningDelta(thought))
@@ -193,13 +222,44 @@ def chunk_events(payload: bytes, secrets: Iterable[str]) -> list[UpstreamEvent]:
     return events
 
 
+class _RelayedChoice(msgspec.Struct):
+    delta: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+
+class _RelayedChunk(msgspec.Struct):
+    """What the metrics need of a relayed chat chunk; every other field is skipped unread."""
+
+    choices: list[_RelayedChoice] = []
+    usage: dict[str, Any] | None = None
+    error: Any = None
+
+
+_RELAYED_CHUNK = msgspec.json.Decoder(_RelayedChunk)
+
+
 def chat_chunk(
     name: bytes | None, payload: bytes, *, forward_usage: bool, secrets: Iterable[str]
 ) -> Relayed | Failed:
-    """One `chat.completion.chunk` payload (chat completions name no events)."""
-    if is_text_chunk(payload):  # the fast path (module docstring)
-        return Relayed(payload, None, True)
-    return parsed_chat_chunk(payload, forward_usage=forward_usage, secrets=secrets)
+    """One `chat.completion.chunk` payload (chat completions name no events). Decoded into
+    the few fields it needs, the rest skipped in C (once per token, issue #16); a chunk of any
+    other shape, or an error, is parsed whole (`parsed_chat_chunk`), which reads the same."""
+    try:
+        chunk = _RELAYED_CHUNK.decode(payload)
+    except msgspec.MsgspecError:
+        return parsed_chat_chunk(payload, forward_usage=forward_usage, secrets=secrets)
+    if chunk.error:
+        return parsed_chat_chunk(payload, forward_usage=forward_usage, secrets=secrets)
+    output = False
+    finish_reason = None
+    for choice in chunk.choices:
+        if not output and choice.delta is not None:
+            output = _delta_has_output(choice.delta)
+        if choice.finish_reason:
+            finish_reason = choice.finish_reason
+    usage = usage_of(chunk.usage) if chunk.usage is not None else None
+    forward = forward_usage or usage is None or bool(chunk.choices)
+    return Relayed(payload, None, output, finish_reason, usage, forward)
 
 
 def parsed_chat_chunk(

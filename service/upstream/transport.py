@@ -1,131 +1,444 @@
-"""The SDK's HTTP transport: httpx2's transport interface over one aiohttp session, with the
-body's reader handed to the upstream module directly (issue #16).
+"""The SDK's HTTP transport: HTTP/1.1 over asyncio, parsed by httptools (issue #16).
 
 The SDK sends every request through it (`http_client=httpx2.AsyncClient(transport=...)`, the
 documented way to choose the SDK's HTTP stack), so its auth, retries and status errors apply
-unchanged. What differs from the SDK's own aiohttp adapter (`DefaultAioHttpClient`) is the body:
-the response carries aiohttp's `StreamReader` in its extensions (`body_reader`), and a streamed
-answer is read from it, one `readany()` per network read. Through httpx2's `aiter_raw()` each
-read passed three more async generators (the adapter's stream, httpx2's bound stream and
-`aiter_raw` itself) and their suspensions, once per token. `aiter_raw()` still works (the SDK
-reads error bodies through it), and a response that came another way (`UPSTREAM_HTTP_CLIENT=
-httpx2`, or a proxy from the environment, which httpx2 serves itself) has no reader: the
-upstream module falls back to `aiter_raw()` then.
+unchanged. It is the service's own because of what a streamed answer costs per token: through
+aiohttp (the SDK's alternative transport) each network read passed a dozen Python calls
+(its protocol, parser callbacks, stream reader, flow control re-armed on every read, a read
+timeout re-armed on every read) before the service saw the bytes; here it is the protocol's
+`data_received`, httptools' C parser and one `on_body` callback, then one `read()` call
+(`tests/`, bench/RESULTS.md: ~19k instructions per token less, ~0.6M per request).
 
-Exceptions are translated here into httpx2's, as the SDK expects of a transport (it retries a
-`TimeoutException` as a timeout and any other as a connection error): an aiohttp timeout becomes
-a timeout, a connection that could not be made or broke off a network error. Reads from the
-body's reader raise aiohttp's own exceptions; `service.upstream.openai_chat` translates those.
+What it does, and no more, since it talks to one kind of server (an OpenAI-compatible API):
+
+- **Connections**: a pool per origin (scheme, host, port), at most `max_connections` in all
+  (a request waits for one beyond that), kept alive for `keepalive_seconds` when idle, reused
+  only when the previous response was read to its end and the server keeps the connection
+  (`Connection: close` and HTTP/1.0 are honoured). A request whose reused connection turns out
+  closed by the server before any answer is sent once more on a fresh connection: a stale
+  keep-alive connection is no upstream failure.
+- **TLS** for `https` (the system's trust store, or `SSL_CERT_FILE`, as httpx2 reads them), with
+  the host name checked.
+- **Timeouts** from httpx2's request extensions: `connect`; `read` for the wait for the head and
+  for each read of a body read through httpx2 (`_Body`, error bodies and whole answers). Reads
+  of a stream (`body_reader`) are not timed here: the service's deadline watch bounds those
+  silences (`service.deadline`).
+- **Bodies**: chunked, `Content-Length` or up to the end of the connection. Never decompressed
+  (the service asks for `identity` and refuses anything else on its headers). At most
+  `_BUFFERED_BYTES` wait unread before the socket stops being read, so a client that stops
+  reading cannot make the service hold an upstream's whole answer.
+- **Bounds**: a response head over `_MAX_HEAD_BYTES` is refused, informational (1xx) heads are
+  skipped, redirects are never followed (httpx2 decides on them, and the service tells it not
+  to).
+
+Proxies from the environment (`HTTPS_PROXY`, ...) are served by httpx2's own transport, which
+httpx2 mounts for them; a response from it has no `body_reader`, and is read through httpx2.
+
+Exceptions are httpx2's, as the SDK expects of a transport (it retries a `TimeoutException` as
+a timeout and any other as a connection error), each raised from the OS's own error, which
+`service.upstream.openai_chat` reads to tell a timeout from a refusal.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-import aiohttp
+import httptools
 import httpx2
-from yarl import URL
 
-# The key of the aiohttp `StreamReader` in a response's `extensions`.
-BODY_READER = "service.body_reader"
-# One read of a body that is read whole (an error, a model list): aiohttp's buffer size.
-_READ_SIZE = 64 * 1024
+# At most this much of a response's body waits unread before the socket stops being read.
+_BUFFERED_BYTES = 64 * 1024
+# A response head (status line and headers) larger than this is refused.
+_MAX_HEAD_BYTES = 64 * 1024
 
-
-def body_reader(response: httpx2.Response) -> aiohttp.StreamReader | None:
-    """The reader of a response this transport produced; None for any other."""
-    reader = response.extensions.get(BODY_READER)
-    return reader if isinstance(reader, aiohttp.StreamReader) else None
+Origin = tuple[bytes, bytes, int]  # scheme, host, port
 
 
-class AiohttpTransport(httpx2.AsyncBaseTransport):
-    """httpx2 requests sent by aiohttp. Redirects are never followed (httpx2 decides on them,
-    and the service tells it not to) and bodies are never decompressed (the service asks for
-    `identity` and refuses anything else on its headers)."""
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection to the upstream, one exchange at a time. httptools calls the
+    `on_*` methods from `data_received`."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._head: asyncio.Future[int] | None = None
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        # Why the connection was given up, when it was this side's decision.
+        self._refusal: str | None = None
+        self._body: deque[bytes] = deque()
+        self._buffered = 0
+        self._reading_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+        # Whether the body ends with the connection (no length, not chunked).
+        self._until_close = False
+        self.complete = False
+        self._keep_alive = False
+        self.received_any = False
+        self.error: Exception | None = None
+        self.closed = False
+        self.idle_since = 0.0
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as error:
+            # A callback's own exception reaches here wrapped: the head's size is the one.
+            reason = self._refusal or f"the upstream sent invalid HTTP: {error}"
+            self._fail(httpx2.RemoteProtocolError(reason))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._until_close and self._head is not None and self._head.done():
+            self.complete = True  # the end of such a body is the end of the connection
+            self._wake()
+            return
+        reason = exc or ConnectionResetError("the upstream closed the connection")
+        error = httpx2.ReadError(str(reason) or type(reason).__name__)
+        error.__cause__ = reason
+        self._fail(error)
+
+    def pause_writing(self) -> None:  # a request body is a few kilobytes: nothing waits
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # -- httptools callbacks -------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        if self._head_bytes > _MAX_HEAD_BYTES:
+            self._refusal = f"the upstream's response head exceeds {_MAX_HEAD_BYTES} bytes"
+            raise ValueError(self._refusal)  # stops the parser
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            self.headers = []  # an informational answer (103 Early Hints): the real one follows
+            self._head_bytes = 0
+            return
+        names = {name.lower() for name, _ in self.headers}
+        chunked = any(
+            name.lower() == b"transfer-encoding" and b"chunked" in value.lower()
+            for name, value in self.headers
+        )
+        self._until_close = not chunked and b"content-length" not in names
+        assert self._head is not None
+        if not self._head.done():
+            self._head.set_result(status)
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+        self._buffered += len(body)
+        if self._buffered > _BUFFERED_BYTES and not self._reading_paused and self.transport:
+            self._reading_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._head is None or not self._head.done():
+            return  # the end of an informational answer
+        self.complete = True
+        # Asked here: httptools answers it only while the message is current.
+        self._keep_alive = self._parser.should_keep_alive()
+        self._wake()
+
+    # -- the exchange ------------------------------------------------------------------------
+
+    def send(self, request: bytes) -> asyncio.Future[int]:
+        """Write `request`; the future holds the response's status once its head arrived."""
+        assert self.transport is not None
+        self._head = self.loop.create_future()
+        self.headers, self._head_bytes = [], 0
+        self.complete = self.received_any = self._keep_alive = False
+        self._body.clear()  # what the last exchange's reader left unread
+        self._buffered = 0
+        if self._reading_paused:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        self.transport.write(request)
+        return self._head
+
+    async def read(self) -> bytes:
+        """What arrived of the body since the last read, waiting for something; `b""` at its
+        end. Raises `httpx2.ReadError` when the connection broke first."""
+        body = self._body
+        while not body:
+            if self.complete:
+                return b""
+            if self.error is not None:
+                raise self.error
+            waiter = self._waiter = self.loop.create_future()
+            await waiter
+        data = body.popleft() if len(body) == 1 else b"".join(body)
+        if len(body) > 1:
+            body.clear()
+        self._buffered = 0 if not body else self._buffered - len(data)
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        return data
+
+    def reusable(self) -> bool:
+        return (
+            self.complete
+            and not self.closed
+            and not self._until_close
+            and self.error is None
+            and self._keep_alive
+        )
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, error: Exception) -> None:
+        if self.complete:
+            return
+        self.error = error
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(error)
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class _Pool:
+    """Idle connections per origin, and a bound on connections in all: a request that finds
+    neither an idle connection nor room for a new one waits until a connection is released."""
+
+    def __init__(self, max_connections: int, keepalive_seconds: float) -> None:
+        self._idle: dict[Origin, list[_Connection]] = {}
+        self._keepalive_seconds = keepalive_seconds
+        self._max = max_connections
+        # Connections made (or being made) and not closed yet, idle ones included.
+        self._open = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def checkout(self, origin: Origin) -> _Connection | None:
+        """An idle connection to `origin`, or None with room kept for the caller to make a new
+        one (`give_back` if that fails)."""
+        while True:
+            connection = self._take_idle(origin)
+            if connection is not None:
+                return connection
+            if self._open < self._max or self._close_one_idle():
+                self._open += 1
+                return None
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except BaseException:
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+                elif not waiter.cancelled():
+                    self._wake_one()  # it had been woken: the next one gets the chance
+                raise
+
+    def give_back(self) -> None:
+        """The room of a connection that could not be made."""
+        self._open -= 1
+        self._wake_one()
+
+    def release(self, connection: _Connection) -> None:
+        """`connection`'s exchange is over: kept for the next, or closed."""
+        if connection.reusable():
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(connection.origin, []).append(connection)
+        else:
+            self._closed(connection)
+        self._wake_one()
+
+    def _take_idle(self, origin: Origin) -> _Connection | None:
+        """The most recently used idle connection to `origin` still usable, if any."""
+        connections = self._idle.get(origin)
+        now = time.monotonic()
+        while connections:
+            connection = connections.pop()
+            transport = connection.transport
+            fresh = now - connection.idle_since < self._keepalive_seconds
+            if fresh and not connection.closed and transport and not transport.is_closing():
+                return connection
+            self._closed(connection)
+        return None
+
+    def _close_one_idle(self) -> bool:
+        """Make room by closing an idle connection (to another origin: none to this one is)."""
+        for connections in self._idle.values():
+            if connections:
+                self._closed(connections.pop(0))
+                return True
+        return False
+
+    def _closed(self, connection: _Connection) -> None:
+        connection.close()
+        self._open -= 1
+
+    def _wake_one(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def close(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
+
+
+# The key of a response's connection in its `extensions`.
+_CONNECTION = "service.connection"
+
+
+def body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]] | None:
+    """The body's `read()` (`b""` at the end) of a response this transport produced; None for
+    any other (served by httpx2's own transport)."""
+    connection = response.extensions.get(_CONNECTION)
+    return connection.read if isinstance(connection, _Connection) else None
+
+
+class HTTP1Transport(httpx2.AsyncBaseTransport):
+    """httpx2 requests sent over the service's own HTTP/1.1 connections (module docstring)."""
 
     def __init__(self, *, max_connections: int, keepalive_seconds: float) -> None:
         self._max_connections = max_connections
         self._keepalive_seconds = keepalive_seconds
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        # Made on first use: an aiohttp session belongs to the running event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self._max_connections, keepalive_timeout=self._keepalive_seconds
-                ),
-                cookie_jar=aiohttp.DummyCookieJar(),  # an API client keeps no cookies
-                auto_decompress=False,
-            )
-        return self._session
+        self._pool: _Pool | None = None
+        self._tls: ssl.SSLContext | None = None
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         timeout = request.extensions.get("timeout", {})
-        read_timeout: float | None = timeout.get("read")
-        try:
-            # The read timeout bounds the wait for the head here, and each read of the body
-            # through httpx2 (`_Body`); not the reads from `body_reader`, which aiohttp would
-            # time with a timer re-armed per read: a stream's silences are bounded by the
-            # service's own deadline watch instead (`service.deadline`).
-            async with asyncio.timeout(read_timeout):
-                response = await self._client().request(
-                    request.method,
-                    URL(str(request.url), encoded=True),  # httpx2 encoded it already
-                    headers=request.headers.multi_items(),
-                    data=await request.aread() or None,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        sock_connect=timeout.get("connect"), connect=timeout.get("pool")
-                    ),
-                )
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise _translated(error) from error
+        url = request.url
+        origin: Origin = (url.raw_scheme, url.raw_host, url.port or _DEFAULT_PORTS[url.scheme])
+        head = [b"%s %s HTTP/1.1\r\n" % (request.method.encode(), url.raw_path)]
+        head += [name + b": " + value + b"\r\n" for name, value in request.headers.raw]
+        head.append(b"\r\n")
+        message = b"".join(head) + await request.aread()
+        pool = self._pool or self._make_pool()
+        while True:
+            connection = await pool.checkout(origin)
+            reused = connection is not None
+            if connection is None:
+                try:
+                    connection = await self._connect(origin, timeout.get("connect"))
+                except BaseException:
+                    pool.give_back()
+                    raise
+            try:
+                status = await self._exchange(connection, message, timeout.get("read"))
+            except httpx2.ReadError:
+                pool.release(connection)
+                if reused and not connection.received_any:
+                    continue  # closed by the server while idle: once more (bounded by the idle)
+                raise
+            except BaseException:
+                pool.release(connection)
+                raise
+            break
         return httpx2.Response(
-            status_code=response.status,
-            headers=response.raw_headers,
-            stream=_Body(response, read_timeout),
+            status_code=status,
+            headers=connection.headers,
+            stream=_Body(pool, connection, timeout.get("read")),
             request=request,
-            extensions={"http_version": b"HTTP/1.1", BODY_READER: response.content},
+            extensions={"http_version": b"HTTP/1.1", _CONNECTION: connection},
         )
 
+    async def _exchange(
+        self, connection: _Connection, message: bytes, read_timeout: float | None
+    ) -> int:
+        try:
+            async with asyncio.timeout(read_timeout):
+                return await connection.send(message)
+        except TimeoutError as error:
+            connection.close()
+            raise httpx2.ReadTimeout("the upstream sent no response head in time") from error
+
+    async def _connect(self, origin: Origin, connect_timeout: float | None) -> _Connection:
+        scheme, host, port = origin
+        tls = self._tls_context() if scheme == b"https" else None
+        name = host.decode("ascii")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(origin),
+                    name,
+                    port,
+                    ssl=tls,
+                    server_hostname=name if tls is not None else None,
+                )
+        except TimeoutError as error:
+            raise httpx2.ConnectTimeout("connecting to the upstream timed out") from error
+        except OSError as error:
+            raise httpx2.ConnectError(str(error) or type(error).__name__) from error
+        return connection
+
+    def _make_pool(self) -> _Pool:
+        # Made on first use: its semaphore belongs to the running event loop.
+        self._pool = _Pool(self._max_connections, self._keepalive_seconds)
+        return self._pool
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = httpx2.create_ssl_context()
+        return self._tls
+
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._pool is not None:
+            self._pool.close()
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class _Body(httpx2.AsyncByteStream):
     """The body for httpx2's own readers (`aread`, `aiter_raw`: error bodies, whole answers),
-    each read bounded by the read timeout; closing it releases the connection (back to the
-    pool once the body was read to its end, closed otherwise)."""
+    each read bounded by the read timeout; closing it ends the exchange (the connection back
+    to the pool when the body was read to its end, closed otherwise)."""
 
-    def __init__(self, response: aiohttp.ClientResponse, read_timeout: float | None) -> None:
-        self._response = response
+    def __init__(self, pool: _Pool, connection: _Connection, read_timeout: float | None) -> None:
+        self._pool = pool
+        self._connection = connection
         self._read_timeout = read_timeout
+        self._released = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        read = self._response.content.read
-        try:
-            while True:
+        read = self._connection.read
+        while True:
+            try:
                 async with asyncio.timeout(self._read_timeout):
-                    chunk = await read(_READ_SIZE)
-                if not chunk:
-                    return
-                yield chunk
-        except (aiohttp.ClientError, TimeoutError) as error:
-            raise _translated(error) from error
+                    chunk = await read()
+            except TimeoutError as error:
+                raise httpx2.ReadTimeout("the upstream's body stalled") from error
+            if not chunk:
+                return
+            yield chunk
 
     async def aclose(self) -> None:
-        self._response.release()
-
-
-def _translated(error: aiohttp.ClientError | TimeoutError) -> httpx2.TransportError:
-    message = str(error) or type(error).__name__
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
-        return httpx2.ConnectTimeout(message)
-    if isinstance(error, TimeoutError):  # the head, or a read, took too long
-        return httpx2.ReadTimeout(message)
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return httpx2.ConnectError(message)
-    return httpx2.ReadError(message)
+        if not self._released:
+            self._released = True
+            self._pool.release(self._connection)
