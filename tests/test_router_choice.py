@@ -330,3 +330,8 @@ async def test_cancelled_while_waiting_on_a_deployment_asks_no_other() -> None:
         await reading
     assert (silent.requests, silent.closed, answering.requests) == (1, 1, 0)
     assert [each.health.in_flight for each in router.lanes] == [0, 0]
+
+
+def test_the_router_is_the_demo_model_only_when_every_deployment_is() -> None:
+    assert router_of(demo("a"), demo("b")).is_demo
+    assert not router_of(demo("a"), {"name": "b", "base_url": "http://127.0.0.1:9/v1"}).is_demo

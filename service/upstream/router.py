@@ -144,7 +144,6 @@ class Router:
     """`ChatUpstream` over the deployments of `UPSTREAMS`; see the module docstring."""
 
     provider = ROUTER
-    is_demo = False
 
     def __init__(
         self,
@@ -154,6 +153,8 @@ class Router:
         shared: SharedHealth | None = None,
     ) -> None:
         self.lanes = lanes
+        # Canned answers only when every deployment is the demo model (`/healthz`).
+        self.is_demo = all(lane.upstream.is_demo for lane in lanes)
         self._default_model = default_model
         self.observer = observer
         self._shared = shared
