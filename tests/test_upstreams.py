@@ -519,7 +519,7 @@ def replicas(
 
 
 def test_replicas_sharing_redis_share_cooldowns(
-    service_factory: ServiceFactory, fakes: Fakes, redis_server: RedisServer
+    redis_server: RedisServer, service_factory: ServiceFactory, fakes: Fakes
 ) -> None:
     limited, healthy = fakes(2)
     limited.default_reply = Reply(status=429, headers={"retry-after": "30"}, body=BUSY)
@@ -543,7 +543,7 @@ def test_replicas_sharing_redis_share_cooldowns(
 
 
 def test_replicas_sharing_redis_hear_that_a_probe_was_answered(
-    service_factory: ServiceFactory, fakes: Fakes, redis_server: RedisServer
+    redis_server: RedisServer, service_factory: ServiceFactory, fakes: Fakes
 ) -> None:
     flaky, healthy = fakes(2)
     flaky.queue(Reply(status=503, body=BUSY))
