@@ -118,6 +118,7 @@ bench: system-deps $(VENV)/.dev-installed
 	$(BIN)/python -m bench.relay_overhead --redis
 	$(BIN)/python -m bench.resume_overhead
 	$(BIN)/python -m bench.nginx_latency
+	$(BIN)/python -m bench.routing_cost
 
 # Side by side with LiteLLM, a tutorial relay and a raw relay (bench/compare); docs/performance.md.
 # LiteLLM pins an older openai, so it gets a virtual environment of its own.

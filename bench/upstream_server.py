@@ -1,10 +1,11 @@
 """The fake upstream as its own process, so benchmarks measure only the process under test.
 
-    python -m bench.upstream_server TOKENS PAUSE_SECONDS
+    python -m bench.upstream_server TOKENS PAUSE_SECONDS [STATUS]
 
 Answers every request with TOKENS one-token events (plus finish, usage and [DONE]) byte for
 byte as OpenAI writes them (`testkit.openai_fakes.openai_pieces`); with a pause of 0 the whole
-body goes out in one write, otherwise each event is its own write, PAUSE_SECONDS apart. Prints
+body goes out in one write, otherwise each event is its own write, PAUSE_SECONDS apart. With a
+STATUS (503, say), every request is refused with it and an OpenAI error body instead. Prints
 the port on the first line of stdout, then serves until killed.
 """
 
@@ -14,7 +15,7 @@ import subprocess
 import sys
 import threading
 
-from testkit.fake_upstream import FakeUpstream, Reply
+from testkit.fake_upstream import FakeUpstream, Reply, error_body
 from testkit.openai_fakes import openai_pieces
 from testkit.service_process import stop_process
 
@@ -26,6 +27,9 @@ def main() -> None:
     fake.default_reply = (
         Reply(pieces=pieces, pause=pause) if pause else Reply(pieces=[b"".join(pieces)])
     )
+    if len(sys.argv) > 3:
+        status = int(sys.argv[3])
+        fake.default_reply = Reply(status=status, body=error_body("refused", "server_error"))
     fake.start()
     print(fake.port, flush=True)
     threading.Event().wait()
@@ -35,13 +39,17 @@ class UpstreamProcess:
     """Start `main` in a child process; `base_url` once it listens.
 
     `paced=True` starts `bench.paced_upstream` instead (same arguments): the lean server that
-    keeps its schedule under hundreds of streams and records disconnects.
+    keeps its schedule under hundreds of streams and records disconnects. `status` makes it
+    refuse every request with that status (not with `paced`).
     """
 
-    def __init__(self, tokens: int, pause: float, *, paced: bool = False) -> None:
+    def __init__(
+        self, tokens: int, pause: float, *, paced: bool = False, status: int | None = None
+    ) -> None:
         module = "bench.paced_upstream" if paced else "bench.upstream_server"
+        refuse = [] if status is None else [str(status)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, str(tokens), str(pause)],
+            [sys.executable, "-m", module, str(tokens), str(pause), *refuse],
             stdout=subprocess.PIPE,
             text=True,
         )

@@ -117,6 +117,7 @@ def _accepts(field: FieldInfo) -> str:
         float: "number",
         str: "text",
         SecretStr: "secret text",
+        Path: "a file's path",
     }
     # pydantic-settings reads anything else (lists, dicts, models) as JSON.
     return kinds.get(annotation, "JSON") + _bounds(field)

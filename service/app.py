@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from service import metrics_routes, openai_routes, routes, ui_chat
 from service.auth import APIKeys
 from service.chat import ChatService
+from service.deployment_metrics import DeploymentMetrics
 from service.error_responses import install_error_handlers
 from service.http.access_log import AccessLog
 from service.http.stream_response import STREAM_ID_HEADER
@@ -55,10 +56,18 @@ def create_app(
     resolved = settings if settings is not None else Settings()
     metrics = PrometheusMetrics(resolved)
     spans = stream_spans(resolved)
+    # With UPSTREAMS: the router's own metrics, beside the streams' (`service.deployment_metrics`).
+    deployments = (
+        DeploymentMetrics(metrics.registry, [d.name for d in resolved.deployments])
+        if resolved.deployments and upstream is None
+        else None
+    )
     chosen = (
         upstream
         if upstream is not None
-        else build_upstream(resolved, on_retry=metrics.upstream_retried)
+        else build_upstream(
+            resolved, on_retry=metrics.upstream_retried, router_observer=deployments
+        )
     )
 
     @asynccontextmanager
@@ -69,6 +78,7 @@ def create_app(
         restore_signals = runtime.shutdown.begin_on_signals() if drain_on_signals else None
         level, notice = chosen.startup_notice()
         logger.log(level, notice)
+        await chosen.start()
         if runtime.resume is not None:
             await runtime.resume.start()
         try:

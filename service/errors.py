@@ -218,9 +218,17 @@ class UpstreamTimeout(ServiceError):
 
 
 class UpstreamUnavailable(ServiceError):
+    """`upstream_status` is the upstream's own status when it answered one (5xx, 3xx), None
+    when it could not be reached, broke off or sent what the service cannot read: the router
+    tells failover reasons apart by it (`service.upstream.health`)."""
+
     status_code = 502
     error_type = "upstream_unavailable"
     retryable = True
+
+    def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
 
 
 class StreamDeadlineExceeded(ServiceError):

@@ -3,7 +3,7 @@
 Two layers, one direction:
 
     upstream  -> TextDelta | ReasoningDelta | Finished | UsageReported | Failed
-                                                        (what the model did)
+                 (| Routed: which deployment, with UPSTREAMS)   (what the model did)
     relay     -> StreamStarted | TextDelta | ReasoningDelta | StreamEnded | StreamFailed
                                                         (what the client is told)
 
@@ -107,7 +107,18 @@ class Relayed:
     forward: bool = True
 
 
-UpstreamEvent = TextDelta | ReasoningDelta | Relayed | Finished | UsageReported | Failed
+@dataclass(slots=True, frozen=True)
+class Routed:
+    """Which deployment answers (`UPSTREAMS`, `service.upstream.router`): the first event of a
+    routed stream's first batch, once per stream, never with a single upstream. The relay names
+    the deployment in `StreamStarted`, the recorder in the log line, metrics and span."""
+
+    deployment: str
+    # The deployment's provider, from the provider table (`openai`, `azure`, `demo`).
+    provider: str
+
+
+UpstreamEvent = TextDelta | ReasoningDelta | Relayed | Finished | UsageReported | Failed | Routed
 # What one read from the upstream completed: its events, in order, never none (issue #16). Every
 # layer passes a stream on batch by batch, so a read that brings several events becomes one write
 # to the client, as a byte relay would write it.
@@ -138,6 +149,8 @@ class StreamMetrics:
 class StreamStarted:
     stream_id: str
     model: str
+    # The deployment that answers, when the service routes over several (`UPSTREAMS`).
+    deployment: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -40,6 +40,7 @@ from service.events import (
     Failed,
     Finished,
     Relayed,
+    Routed,
     StreamMetrics,
     TextDelta,
     UpstreamBatch,
@@ -81,6 +82,9 @@ class StreamRecorder:
         self.stream_id = stream_id
         self.model = model
         self.provider = provider
+        # The deployment that answered, when the service routes over several (`UPSTREAMS`):
+        # told by the router's `Routed` event, which also sets `provider` to the deployment's.
+        self.deployment: str | None = None
         # The route that served it (its template): the native stream, the UI's, or an OpenAI
         # API (`/v1/...`). A bounded label for metrics, like `wire_format`.
         self.endpoint = endpoint
@@ -135,6 +139,9 @@ class StreamRecorder:
                 self.error_type = event.error.error_type
             elif isinstance(event, Finished):
                 self.finish_reason = event.reason
+            elif type(event) is Routed:  # once, first, with UPSTREAMS only
+                self.deployment = event.deployment
+                self.provider = event.provider
         if outputs:
             now = time.perf_counter()
             if self.first_text_at is None:
@@ -177,6 +184,8 @@ class StreamRecorder:
             "stream_id": self.stream_id,
             "endpoint": self.endpoint,
             "provider": self.provider,
+            # Only with UPSTREAMS: a single upstream's line is as it was.
+            **({} if self.deployment is None else {"deployment": self.deployment}),
             "model": self.model,
             "outcome": self.outcome,
             "finish_reason": self.finish_reason,

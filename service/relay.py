@@ -12,6 +12,9 @@ reason and usage were recorded by the recorder, which the `StreamEnded` then rep
 upstream event is shown to the recorder (`StreamRecorder.record`) before it is relayed.
 
 Batches stay batches: what one upstream read completed is one response batch, so one write.
+
+With several deployments (`UPSTREAMS`), a routed stream's first batch opens with a `Routed`
+event naming the deployment that answers: the `StreamStarted` then names it too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from service.events import (
     ReasoningDelta,
     Relayed,
     ResponseBatch,
+    Routed,
     StreamEnded,
     StreamFailed,
     StreamStarted,
@@ -69,6 +73,8 @@ async def relay(
                     out.append(StreamFailed(event.error))
                     yield out
                     return
+                elif type(event) is Routed:  # once, first, with UPSTREAMS only
+                    started = StreamStarted(recorder.stream_id, recorder.model, event.deployment)
             if out:
                 yield out
     ended = StreamEnded(

@@ -9,18 +9,22 @@ variable rather than at the first request:
   (vLLM, Ollama, LM Studio: a base URL without a key is allowed, local servers rarely want one);
 - nothing -> the embedded demo model, so a fresh clone streams an answer with no key.
 
-`PROVIDER` forces a choice when more than one is configured.
+`PROVIDER` forces a choice when more than one is configured. `UPSTREAMS` (or `UPSTREAMS_FILE`)
+lists several deployments instead, each with its own address and key
+(`service.upstream.deployments`); the single upstream's keys may then be what its entries read.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service.errors import ConfigurationError
-from service.upstream.providers import PROVIDERS, resolve_provider
+from service.upstream.deployments import Deployment, load_deployments
+from service.upstream.providers import PROVIDERS, ROUTER, resolve_provider
 
 __all__ = ["ConfigurationError", "Settings"]
 
@@ -40,10 +44,12 @@ class Settings(BaseSettings):
         alias="PROVIDER",
         description="Which upstream answers: `auto` detects it from the variables that are set "
         "(the demo model when none is), or a name from the provider table "
-        "(`service.upstream.providers`): `openai`, `azure`, `demo`. Required when both OpenAI "
-        "and Azure are configured.",
+        "(`service.upstream.providers`): `openai`, `azure`, `demo`, `upstreams` (the "
+        "deployments `UPSTREAMS` lists). Required when both OpenAI and Azure are configured.",
     )
     _provider: str = PrivateAttr(default="")
+    # With UPSTREAMS (or UPSTREAMS_FILE): the deployments, read once at validation.
+    _deployments: tuple[Deployment, ...] = PrivateAttr(default=())
 
     # OpenAI and OpenAI-compatible servers (the SDK's own variable names).
     openai_api_key: SecretStr | None = Field(
@@ -130,6 +136,43 @@ class Settings(BaseSettings):
     def _former_transport_name(cls, value: object) -> object:
         # The transport was aiohttp's until issue #16; a configuration naming it still works.
         return "builtin" if value == "aiohttp" else value
+
+    # Several deployments (issue #17, `service.upstream.deployments`, `service.upstream.router`).
+    upstreams: SecretStr | None = Field(
+        default=None,
+        description="A JSON list of upstream deployments to balance and fail over between, "
+        'each `{"name", "provider", "base_url", "api_key" or "api_key_env", "api_version", '
+        '"models", "weight", "max_concurrent"}` ([Several upstream deployments]'
+        "(upstreams.md)). It replaces `OPENAI_BASE_URL` and `AZURE_OPENAI_ENDPOINT`. Unset: "
+        "the one upstream those variables describe, and nothing changes.",
+    )
+    upstreams_file: Path | None = Field(
+        default=None,
+        description="The same list in a YAML (or `.json`) file, instead of `UPSTREAMS`.",
+    )
+    failover_timeout_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="With `UPSTREAMS`: how long a stream waits for one deployment's first "
+        "token (its response head included) before it moves on to the next; the last "
+        "deployment left gets the rest of `FIRST_TOKEN_TIMEOUT_SECONDS`. Raise it for "
+        "reasoning models, which think before their first token.",
+    )
+    upstream_cooldown_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="With `UPSTREAMS`: how long a deployment that failed is skipped, at "
+        "least its `Retry-After`; doubled with each failure in a row, then one request probes "
+        "it.",
+    )
+    upstream_max_cooldown_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        le=86_400,
+        description="With `UPSTREAMS`: the longest cooldown, and that of a deployment whose "
+        "key is refused (401, 403) or whose quota is exhausted.",
+    )
 
     demo_tokens_per_second: float = Field(
         default=30.0, gt=0, le=10_000, description="The demo model's pace."
@@ -319,6 +362,13 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_provider(self) -> Settings:
         self._provider = resolve_provider(self, self.provider_override.strip().lower())
+        routed = self.upstreams is not None or self.upstreams_file is not None
+        if routed and self._provider != ROUTER:
+            raise ConfigurationError(
+                f"UPSTREAMS lists the deployments: PROVIDER must be auto or {ROUTER} with it"
+            )
+        if routed:
+            self._deployments = load_deployments(self)
         if "*" in self.cors_origins and self.cors_allow_credentials:
             raise ConfigurationError(
                 "CORS_ALLOW_ORIGINS=* cannot be combined with CORS_ALLOW_CREDENTIALS=true "
@@ -359,9 +409,16 @@ class Settings(BaseSettings):
 
     @property
     def metrics_model_names(self) -> frozenset[str]:
-        """The models `/metrics` names: the default and `METRICS_MODELS`."""
+        """The models `/metrics` names: the default, `METRICS_MODELS`, and the models the
+        deployments of `UPSTREAMS` list."""
         listed = (name.strip() for name in self.metrics_models.split(","))
-        return frozenset({self.model_name, *(name for name in listed if name)})
+        served = (model for d in self._deployments if d.models is not None for model in d.models)
+        return frozenset({self.model_name, *(name for name in listed if name), *served})
+
+    @property
+    def deployments(self) -> tuple[Deployment, ...]:
+        """The deployments of `UPSTREAMS` (or `UPSTREAMS_FILE`); none without."""
+        return self._deployments
 
     @property
     def provider(self) -> str:

@@ -11,8 +11,10 @@ https://github.com/open-telemetry/semantic-conventions/blob/v1.41.0/docs/gen-ai/
 The conventions' attributes: `gen_ai.operation.name`, `gen_ai.provider.name`,
 `gen_ai.request.model`, `gen_ai.request.stream`, `gen_ai.response.finish_reasons`,
 `gen_ai.response.time_to_first_chunk`, `gen_ai.usage.*`, `error.type` (streams ending in error,
-whose status is ERROR). Time to first token is the event `gen_ai.first_token` at the moment the
-first text was handed to the client. No prompt or answer text is recorded.
+whose status is ERROR); the service's own, `llm_stream.*`, add the stream's id, outcome, format
+and, with `UPSTREAMS`, the deployment that answered. Time to first token is the event
+`gen_ai.first_token` at the moment the first text was handed to the client. No prompt or answer
+text is recorded.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ def _attributes(recorder: StreamRecorder) -> dict[str, AttributeValue]:
         "llm_stream.outcome": recorder.outcome or "error",
         "llm_stream.format": recorder.wire_format,
     }
+    if recorder.deployment is not None:  # with UPSTREAMS: the deployment that answered
+        attributes["llm_stream.deployment"] = recorder.deployment
     if recorder.finish_reason is not None:
         attributes["gen_ai.response.finish_reasons"] = [recorder.finish_reason]
     if recorder.first_text_at is not None and recorder.upstream_started_at is not None:

@@ -221,6 +221,32 @@ def check_browser_eventsource(output: str, service: RunningService) -> None:
     assert logged[0]["output_tokens"] > 0
 
 
+# docs/upstreams.md: two deployments of the demo model stand in for two Azure regions.
+TWO_DEMO_REGIONS = {
+    "upstreams": json.dumps(
+        [{"name": "eastus", "provider": "demo"}, {"name": "swedencentral", "provider": "demo"}]
+    )
+}
+
+
+def check_upstreams_start(output: str, service: RunningService) -> None:
+    (line,) = output.splitlines()
+    start = json.loads(line.removeprefix("data: "))
+    assert start["type"] == "start"
+    assert start["deployment"] in ("eastus", "swedencentral")
+
+
+def check_upstreams_metrics(output: str, service: RunningService) -> None:
+    lines = output.splitlines()
+    requests = [line for line in lines if line.startswith("llm_upstream_requests_total{")]
+    assert len(requests) == 1, output  # the one stream, to one of the two
+    states = {line for line in lines if line.startswith("llm_upstream_deployment_state{")}
+    assert states == {
+        f'llm_upstream_deployment_state{{deployment="{name}",state="healthy"}} 1.0'
+        for name in ("eastus", "swedencentral")
+    }, output
+
+
 EXAMPLES: dict[str, Example] = {
     "first-request": Example(native_stream("Hello!")),
     "conversation": Example(native_stream("What is SSE?", max_tokens=200)),
@@ -239,6 +265,10 @@ EXAMPLES: dict[str, Example] = {
     # Paced so that the answer takes longer than the example's one-second cut.
     "resume-text": Example(check_resume, settings={"demo_tokens_per_second": 40.0}, redis=True),
     "uvicorn": Example(runner="server"),
+    "upstreams-start": Example(check_upstreams_start, settings=TWO_DEMO_REGIONS),
+    "upstreams-metrics": Example(
+        check_upstreams_metrics, settings=TWO_DEMO_REGIONS, before=stream_once
+    ),
 }
 
 FOUND = blocks()

@@ -7,7 +7,7 @@ text behind a one-letter tag). Each event is one string:
 
     d<text>                         TextDelta
     r<text>                         ReasoningDelta
-    s{"id":…,"model":…}             StreamStarted
+    s{"id":…,"model":…[,"deployment":…]}   StreamStarted
     e{"finish_reason":…,"usage":…,"metrics":…}   StreamEnded
     f{"status":…,"error":{…}}       StreamFailed (the error's public fields and HTTP status)
 
@@ -55,7 +55,10 @@ def pack(event: ResponseEvent) -> str:
     if type(event) is ReasoningDelta:
         return "r" + event.text
     if isinstance(event, StreamStarted):
-        return "s" + _json({"id": event.stream_id, "model": event.model})
+        started = {"id": event.stream_id, "model": event.model}
+        if event.deployment is not None:
+            started["deployment"] = event.deployment
+        return "s" + _json(started)
     if isinstance(event, StreamEnded):
         return "e" + _json(
             {
@@ -76,7 +79,7 @@ def unpack(packed: str) -> ResponseEvent:
         return ReasoningDelta(body)
     fields = json.loads(body)
     if tag == "s":
-        return StreamStarted(fields["id"], fields["model"])
+        return StreamStarted(fields["id"], fields["model"], fields.get("deployment"))
     if tag == "e":
         usage = fields["usage"]
         return StreamEnded(

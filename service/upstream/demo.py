@@ -72,6 +72,9 @@ class DemoUpstream:
             "answering with the embedded demo model"
         )
 
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         return None
 

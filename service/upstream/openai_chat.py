@@ -193,6 +193,9 @@ class OpenAIChatUpstream:
             f"streaming from {self.provider}, default model {self._default_model}"
         )
 
+    async def start(self) -> None:
+        return None
+
     async def aclose(self) -> None:
         await self._client.close()
 
@@ -374,7 +377,8 @@ class OpenAIChatUpstream:
             # The target is not echoed: it is the upstream's to tell, and may carry a token.
             return UpstreamUnavailable(
                 f"the upstream answered with a redirect (status {status}), which the service "
-                "does not follow; check the upstream base URL (https, path)"
+                "does not follow; check the upstream base URL (https, path)",
+                upstream_status=status,
             )
         # The SDK hands over the body's `error` object (or the whole body when it has none).
         inner = error.body.get("error", error.body) if isinstance(error.body, dict) else None
@@ -389,7 +393,9 @@ class OpenAIChatUpstream:
                 param=self._identifier(inner, "param"),
                 code=self._identifier(inner, "code"),
             )
-        return UpstreamUnavailable(f"the upstream failed with status {status}")
+        return UpstreamUnavailable(
+            f"the upstream failed with status {status}", upstream_status=status
+        )
 
     def _identifier(self, inner: object, name: str) -> str | None:
         """A short field of an upstream error (`param`, `code`), passed on to `/v1` clients."""

@@ -8,8 +8,9 @@ provider is one upstream module with a `build(settings)` function plus one entry
 
 Selection: `PROVIDER` names one; else the one provider whose variables are set; else the
 fallback, the embedded demo model, so a fresh clone streams an answer with no key. Two providers
-configured at once is an error rather than a guess. Building is lazy (`importlib`), so the demo
-model never imports the SDK.
+configured at once is an error rather than a guess, except beside `UPSTREAMS`: its router
+(`upstreams`) builds each deployment from this same table, and the single upstream's keys may be
+what its entries read. Building is lazy (`importlib`), so the demo model never imports the SDK.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from service.errors import ConfigurationError
 if TYPE_CHECKING:
     from service.settings import Settings
     from service.upstream.base import ChatUpstream
+    from service.upstream.router import RouterObserver
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +78,30 @@ def _check_openai(settings: Settings) -> None:
         )
 
 
+def _upstreams_wanted(settings: Settings) -> bool:
+    return settings.upstreams is not None or settings.upstreams_file is not None
+
+
+def _check_upstreams(settings: Settings) -> None:
+    # The entries are read and checked by `service.upstream.deployments`, once the provider is
+    # known; here only what would be ambiguous next to them.
+    if not _upstreams_wanted(settings):
+        raise ConfigurationError("PROVIDER=upstreams needs UPSTREAMS or UPSTREAMS_FILE")
+    for name, value in (
+        ("OPENAI_BASE_URL", settings.openai_base_url),
+        ("AZURE_OPENAI_ENDPOINT", settings.azure_openai_endpoint),
+    ):
+        if value:
+            raise ConfigurationError(
+                f"UPSTREAMS lists the deployments: unset {name} (give that deployment an entry "
+                "with its base_url)"
+            )
+
+
+# The router over several deployments (`UPSTREAMS`): chosen whenever they are listed, since the
+# single upstream's keys may be set for its entries to read (`api_key_env`).
+ROUTER = "upstreams"
+
 PROVIDERS: dict[str, Provider] = {
     "azure": Provider(
         wanted=_azure_wanted,
@@ -94,6 +120,15 @@ PROVIDERS: dict[str, Provider] = {
         variables="OPENAI_*",
         gen_ai_name="openai",
     ),
+    ROUTER: Provider(
+        wanted=_upstreams_wanted,
+        check=_check_upstreams,
+        default_model=lambda s: s.default_model,
+        module="service.upstream.router",
+        variables="UPSTREAMS",
+        # Only a stream no deployment answered keeps it: the others name their deployment's.
+        gen_ai_name="upstreams",
+    ),
     "demo": Provider(
         wanted=_never,
         check=_nothing_needed,
@@ -110,6 +145,8 @@ def resolve_provider(settings: Settings, requested: str) -> str:
     """The provider to use: `requested` (`PROVIDER`), or `auto` to detect it."""
     if requested == "auto":
         wanted = [name for name, provider in PROVIDERS.items() if provider.wanted(settings)]
+        if ROUTER in wanted:
+            wanted = [ROUTER]
         if len(wanted) > 1:
             described = " and ".join(f"{name} ({PROVIDERS[name].variables})" for name in wanted)
             raise ConfigurationError(
@@ -126,9 +163,17 @@ def resolve_provider(settings: Settings, requested: str) -> str:
     return requested
 
 
-def build_upstream(settings: Settings, on_retry: Callable[[], None] | None = None) -> ChatUpstream:
+def build_upstream(
+    settings: Settings,
+    on_retry: Callable[[], None] | None = None,
+    router_observer: RouterObserver | None = None,
+) -> ChatUpstream:
     """The configured provider's upstream; `on_retry` is called for each request it repeats
-    (an upstream that never retries ignores it)."""
+    (an upstream that never retries ignores it). `router_observer` watches the router over
+    several deployments (`UPSTREAMS`; `/metrics`), when that is what is configured."""
     module = importlib.import_module(PROVIDERS[settings.provider].module)
+    if settings.provider == ROUTER:
+        router: ChatUpstream = module.build(settings, on_retry, router_observer)
+        return router
     upstream: ChatUpstream = module.build(settings, on_retry)
     return upstream

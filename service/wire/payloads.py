@@ -52,9 +52,10 @@ def event_payload(event: ResponseEvent) -> bytes:
     if type(event) is TextDelta:
         return delta_payload(event.text)
     if isinstance(event, StreamStarted):
-        return json_object(
-            {"type": "start", "content": "", "id": event.stream_id, "model": event.model}
-        )
+        start = {"type": "start", "content": "", "id": event.stream_id, "model": event.model}
+        if event.deployment is not None:  # with UPSTREAMS: the deployment that answers
+            start["deployment"] = event.deployment
+        return json_object(start)
     if isinstance(event, StreamEnded):
         return json_object(
             {

@@ -113,9 +113,10 @@ class UIMessageStreamEncoder:
             opening = self._switch_to(b"reasoning")
             return opening + delta_chunk(b"reasoning", REASONING_ID, event.text)
         if isinstance(event, StreamStarted):
-            return chunk({"type": "start", "messageId": event.stream_id}) + chunk(
-                {"type": "start-step"}
-            )
+            start: dict[str, Any] = {"type": "start", "messageId": event.stream_id}
+            if event.deployment is not None:  # with UPSTREAMS: the deployment that answers
+                start["messageMetadata"] = {"deployment": event.deployment}
+            return chunk(start) + chunk({"type": "start-step"})
         if isinstance(event, StreamEnded):
             return (
                 self._switch_to(None)
