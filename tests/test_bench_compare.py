@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
+from bench.compare.flamegraph import render as flame_graph
 from bench.compare.load import Level, LevelRun, StreamResult, is_leaver
 from bench.compare.plan import Plan
 from bench.compare.profile import by_part, fold
@@ -207,3 +209,18 @@ def test_a_tiny_real_run(tmp_path: Path) -> None:
             assert summary.cpu_per_1k_tokens > 0
             assert summary.rss_idle is not None
             assert summary.rss_idle > 10 * 2**20
+
+
+def test_flame_graph_boxes_are_as_wide_as_their_samples() -> None:
+    collapsed = "main (a.py:1);read (b.py:2) 3\nmain (a.py:1);write (c.py:3) 1\n"
+    svg = flame_graph(collapsed, "t")
+    document = ElementTree.fromstring(svg)  # noqa: S314  # well-formed; our own SVG
+    widths = {
+        group.findtext("{http://www.w3.org/2000/svg}title", "").split(":")[0]: float(
+            group.find("{http://www.w3.org/2000/svg}rect").get("width", "0")  # type: ignore[union-attr]
+        )
+        for group in document.iter("{http://www.w3.org/2000/svg}g")
+    }
+    assert widths["all"] == widths["main (a.py)"] == 1200
+    assert widths["read (b.py)"] == 900
+    assert widths["write (c.py)"] == 300

@@ -23,6 +23,7 @@ from typing import Any
 
 import uvloop
 
+from bench.compare.flamegraph import render as flame_graph
 from bench.compare.gateways import GATEWAYS, Context
 from bench.compare.load import Level, LevelRun, run_level
 from bench.compare.plan import Plan
@@ -232,7 +233,9 @@ class Session:
             recording.stop()
             report = recording.path.with_suffix(".md")
             title = f"{target.name}, {level.concurrency} streams open"
-            report.write_text(render_profile(title, recording.path.read_text()))
+            collapsed = recording.path.read_text()
+            report.write_text(render_profile(title, collapsed))
+            recording.path.with_suffix(".svg").write_text(flame_graph(collapsed, title))
             outcome.profiles.append(report)
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
