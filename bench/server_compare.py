@@ -10,10 +10,11 @@ tree is pinned to the last core, the upstream and the clients to the first; CPU 
 /proc (user and system) for the whole tree, since granian serves from a child process. The
 servers take turns, `--rounds` times, and each figure is the median of its turns.
 
-Granian is in the bench extra; uvicorn stays the server (README, docs/performance.md): it is
-the cheaper of the two here, and `python -m service` relies on its protocol for the connection
-limits granian does not have (`service.http.server_protocol`: head size and time, body time,
-resetting a response left incomplete, and the direct body send).
+Granian is in the bench extra; uvicorn stays the server (docs/performance.md): the two cost
+the same here, within the machine's noise (bench/RESULTS.md), and `python -m service` relies on
+uvicorn's protocol for the connection limits granian does not have
+(`service.http.server_protocol`: the body's time, resetting a response left incomplete, JSON
+refusals, the direct body send).
 """
 
 from __future__ import annotations
