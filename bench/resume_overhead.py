@@ -26,6 +26,7 @@ from bench.processes import process_cpu_seconds
 from service.chat import OpenedStream
 from service.events import (
     ResponseBatch,
+    ResponseBatches,
     StreamEnded,
     StreamMetrics,
     StreamStarted,
@@ -61,7 +62,7 @@ def opened(number: int, tokens: int, pause: float) -> OpenedStream:
     return OpenedStream(stream_id, events(stream_id, tokens, pause), recorder)
 
 
-async def consume(source: AsyncGenerator[ResponseBatch, None], stream_id: str) -> int:
+async def consume(source: ResponseBatches, stream_id: str) -> int:
     encoder = SSEEncoder(stream_id)
     written = 0
     async for batch in source:

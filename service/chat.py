@@ -1,5 +1,5 @@
 """One chat stream, assembled: upstream -> time bounds (first token, idle, whole stream) ->
-relay (which feeds the metrics recorder).
+relay (which feeds the metrics recorder) -> word chunking, on request (`service.pipeline`).
 
 The routes own HTTP and translate their bodies into a `StreamRequest` (or, for OpenAI's own APIs
 relayed as they are, a `PassthroughRequest`); this owns which model is asked and how the pieces
@@ -13,12 +13,12 @@ import os
 from collections.abc import AsyncGenerator
 from typing import NamedTuple
 
-from service.chunking import rechunk_words
-from service.deadline import within_deadline
+from service.chunking import WordRechunker
+from service.deadline import Deadline
 from service.domain import CompletionParams, PassthroughParams, PassthroughRequest, StreamRequest
-from service.events import ResponseBatch, UpstreamBatch
+from service.events import ResponseBatches, UpstreamBatch
 from service.metrics import StreamObserver, StreamRecorder
-from service.relay import relay
+from service.pipeline import ChatStream
 from service.settings import Settings
 from service.upstream.base import ChatUpstream
 
@@ -33,7 +33,7 @@ def new_stream_id() -> str:
 class OpenedStream(NamedTuple):
     stream_id: str
     # The response events, a batch per upstream read (`service.events.ResponseBatch`).
-    events: AsyncGenerator[ResponseBatch, None]
+    events: ResponseBatches
     recorder: StreamRecorder
 
 
@@ -68,14 +68,12 @@ class ChatService:
             temperature=request.temperature,
             max_tokens=request.max_tokens,
         )
-        opened = self._open(
+        return self._open(
             self.upstream.stream(params),
             self._recorder(model, received_at, endpoint),
             first_token_deadline=True,
+            rechunker=WordRechunker() if word_chunks else None,
         )
-        if word_chunks:
-            return opened._replace(events=rechunk_words(opened.events))
-        return opened
 
     def open_passthrough(
         self, request: PassthroughRequest, *, received_at: float, endpoint: str
@@ -106,15 +104,13 @@ class ChatService:
         recorder: StreamRecorder,
         *,
         first_token_deadline: bool,
+        rechunker: WordRechunker | None = None,
     ) -> OpenedStream:
         settings = self.settings
-        upstream = within_deadline(
-            upstream,
-            max_seconds=settings.max_stream_seconds,
-            idle_seconds=settings.upstream_read_timeout_seconds,
-            first_event_seconds=settings.first_token_timeout_seconds
-            if first_token_deadline
-            else None,
+        deadline = Deadline(
+            settings.max_stream_seconds,
+            settings.upstream_read_timeout_seconds,
+            settings.first_token_timeout_seconds if first_token_deadline else None,
         )
-        events = relay(upstream, recorder)
+        events = ChatStream(upstream, recorder, deadline, rechunker=rechunker)
         return OpenedStream(recorder.stream_id, events, recorder)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 
 from service.events import ResponseBatch, TextDelta
 
@@ -88,28 +86,32 @@ def _cuts(text: str, searched: int) -> tuple[list[str], int]:
     return pieces, position
 
 
-async def rechunk_words(
-    batches: AsyncGenerator[ResponseBatch, None],
-) -> AsyncGenerator[ResponseBatch, None]:
-    pending = ""
-    async with aclosing(batches):
-        async for batch in batches:
-            out: ResponseBatch = []
-            for event in batch:
-                if isinstance(event, TextDelta):
-                    # Only the new text (and the character before it, whose boundary depended
-                    # on what came next) can hold a new boundary: the search stays linear.
-                    searched = max(0, len(pending) - 1)
-                    text = pending + event.text
-                    pieces, rest = _cuts(text, searched)
-                    out += [TextDelta(piece) for piece in pieces]
-                    pending = text[rest:]
-                    continue
-                if pending:
-                    out.append(TextDelta(pending))
-                    pending = ""
-                out.append(event)
-            if out:
-                yield out
-    if pending:  # a stream that ended without a last event keeps its text too
-        yield [TextDelta(pending)]
+class WordRechunker:
+    """Re-cuts the text deltas of one stream's batches on word boundaries (module docstring);
+    every other event passes as it is, after the text held back before it."""
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def cut(self, batch: ResponseBatch) -> ResponseBatch:
+        """`batch` re-cut; possibly empty (text held back until its boundary comes)."""
+        pending = self._pending
+        out: ResponseBatch = []
+        for event in batch:
+            if isinstance(event, TextDelta):
+                # Only the new text (and the character before it, whose boundary depended on
+                # what came next) can hold a new boundary: the search stays linear overall.
+                searched = max(0, len(pending) - 1)
+                text = pending + event.text
+                pieces, rest = _cuts(text, searched)
+                out += [TextDelta(piece) for piece in pieces]
+                pending = text[rest:]
+                continue
+            if pending:
+                out.append(TextDelta(pending))
+                pending = ""
+            out.append(event)
+        self._pending = pending
+        return out

@@ -26,22 +26,27 @@ fires when a bound could first be passed; if it has not been (a read started sin
 A read in progress when a bound passes is interrupted by cancelling the task doing it, as
 `asyncio.timeout` does, and the cancellation is taken back (`Task.uncancel`) once turned into
 the `Failed` event; a bound passed while the consumer is busy sending is noticed before the next
-read. The timer never fires across a `yield`: it interrupts the read, never the consumer, which
-iterates from one task.
+read. The timer never fires across a batch handed on: it interrupts the read, never the consumer,
+which reads from one task. The stream's pipeline (`service.pipeline`) tells it when a read
+starts and ends, in the same frame as the read itself: as a generator layer of its own it cost
+a frame more on every per-token suspension (issue #16).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
-from contextlib import aclosing
 
 from service.errors import ServiceError, StreamDeadlineExceeded, UpstreamTimeout
-from service.events import Failed, UpstreamBatch
 
 
-class _Watch:
-    """The timer and what it needs to know: the bounds, and the read in progress, if any."""
+class Deadline:
+    """The timer and what it needs to know: the bounds, and the read in progress, if any.
+
+    `begin` at the first read (the bounds run from there), `reading` before each read and
+    `read_done` after it, `first_batch` once the first batch came, `stop` at the end. When a
+    bound passes, `expired` holds the error and, if a read was in progress, its task is
+    cancelled with `interrupted` set: the caller takes the cancellation back (`uncancel`) and
+    ends the stream with `Failed(expired)`."""
 
     __slots__ = (
         "_deadline",
@@ -60,36 +65,50 @@ class _Watch:
     def __init__(
         self, max_seconds: float, idle_seconds: float, first_seconds: float | None
     ) -> None:
-        self._loop = asyncio.get_running_loop()
         self._max_seconds = max_seconds
         self._idle_seconds = idle_seconds
-        now = self._loop.time()
-        self._deadline = now + max_seconds
         self._first_seconds = first_seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._deadline = 0.0
         # When the first event is due (None once it came, or without that bound).
-        self._first_due = None if first_seconds is None else now + first_seconds
+        self._first_due: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self.expired: ServiceError | None = None
         self.interrupted = False
         # Set while a read that the idle bound applies to is in progress.
         self.read_started_at: float | None = None
+        # The task the reads happen in (one for the whole stream), while one is in progress.
         self.reader: asyncio.Task[object] | None = None
-        first_due = self._first_due
-        due = self._deadline if first_due is None else min(self._deadline, first_due)
-        self._timer = self._loop.call_at(due, self._check)
 
-    def watch_idle(self) -> None:
-        """The first event came: from now on the idle bound applies, not the first-event one."""
+    def begin(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The first read starts now: the bounds run from here."""
+        self._loop = loop
+        now = loop.time()
+        self._deadline = now + self._max_seconds
+        first = self._first_seconds
+        self._first_due = None if first is None else now + first
+        due = self._deadline if self._first_due is None else min(self._deadline, self._first_due)
+        self._timer = loop.call_at(due, self._check)
+
+    def first_batch(self) -> None:
+        """The first batch came: from now on the idle bound applies, not the first-event one."""
+        loop = self._loop
+        assert loop is not None
         self._first_due = None
-        self._timer.cancel()
-        self._timer = self._loop.call_at(
-            min(self._deadline, self._loop.time() + self._idle_seconds), self._check
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(
+            min(self._deadline, loop.time() + self._idle_seconds), self._check
         )
 
     def stop(self) -> None:
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
 
     def _check(self) -> None:
-        now = self._loop.time()
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
         started = self.read_started_at
         if now >= self._deadline:
             self._expire(
@@ -109,52 +128,10 @@ class _Watch:
             due = self._first_due
             if due is None:
                 due = (started if started is not None else now) + self._idle_seconds
-            self._timer = self._loop.call_at(min(self._deadline, due), self._check)
+            self._timer = loop.call_at(min(self._deadline, due), self._check)
 
     def _expire(self, error: ServiceError) -> None:
         self.expired = error
         if self.reader is not None:
             self.interrupted = True
             self.reader.cancel()
-
-
-async def within_deadline(
-    batches: AsyncGenerator[UpstreamBatch, None],
-    *,
-    max_seconds: float,
-    idle_seconds: float,
-    first_event_seconds: float | None = None,
-) -> AsyncGenerator[UpstreamBatch, None]:
-    """`batches`, ended with a `Failed` event when a bound passes (see the module docstring)."""
-    loop = asyncio.get_running_loop()
-    watch = _Watch(max_seconds, idle_seconds, first_event_seconds)
-    first = True
-    # Its consumer iterates it from one task (the stream's, or a resumable stream's producer):
-    # the task a read may be interrupted in is known once, not looked up per read (#16).
-    reader = asyncio.current_task(loop)
-    async with aclosing(batches):
-        try:
-            while watch.expired is None:
-                watch.reader = reader
-                if not first:
-                    watch.read_started_at = loop.time()
-                try:
-                    batch = await anext(batches)
-                except StopAsyncIteration:
-                    return
-                except asyncio.CancelledError:
-                    if watch.interrupted and reader is not None and reader.uncancel() == 0:
-                        break  # only the watch cancelled the read: end with its error
-                    raise
-                finally:
-                    watch.reader = watch.read_started_at = None
-                if first:
-                    first = False
-                    watch.watch_idle()
-                yield batch
-                if isinstance(batch[-1], Failed):
-                    return
-        finally:
-            watch.stop()
-    assert watch.expired is not None
-    yield [Failed(watch.expired)]

@@ -24,7 +24,9 @@ nothing about the events themselves: each is still encoded, numbered and measure
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import Protocol
 
 from service.errors import ServiceError
 
@@ -168,3 +170,15 @@ class StreamFailed:
 ResponseEvent = StreamStarted | TextDelta | ReasoningDelta | Relayed | StreamEnded | StreamFailed
 # The response events of one upstream read (or of the stream's end): one write to the client.
 ResponseBatch = list[ResponseEvent]
+
+
+class ResponseBatches(Protocol):
+    """A stream's response batches, read one at a time from one task, and closed (closing the
+    upstream request) when its reader is done with it: `service.pipeline.ChatStream`, or a
+    resumable stream's follower (an async generator)."""
+
+    def __aiter__(self) -> AsyncIterator[ResponseBatch]: ...
+
+    def __anext__(self) -> Awaitable[ResponseBatch]: ...
+
+    def aclose(self) -> Awaitable[None]: ...

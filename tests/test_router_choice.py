@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from service.deadline import within_deadline
 from service.domain import ChatMessage, CompletionParams
 from service.errors import (
     ModelNotFound,
@@ -26,7 +25,7 @@ from service.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from service.events import Failed, Finished, Routed, TextDelta, UpstreamBatch
+from service.events import Finished, Routed, StreamFailed, TextDelta, UpstreamBatch
 from service.upstream import router as router_module
 from service.upstream.health import (
     CooldownPolicy,
@@ -36,6 +35,7 @@ from service.upstream.health import (
     failover_reason,
 )
 from service.upstream.router import Lane, Router
+from testkit.pipelines import bounded
 from testkit.services import make_settings
 
 
@@ -308,13 +308,13 @@ async def test_a_silent_deployment_is_left_at_its_failover_timeout() -> None:
 async def test_the_stream_deadline_outside_ends_the_wait_and_no_deployment_is_asked() -> None:
     silent, answering = Scripted(hang=True), Scripted()
     router = scripted_router(silent, answering, timeout=10.0)
-    bounded = within_deadline(
+    stream = bounded(
         router.stream(PARAMS), max_seconds=60, idle_seconds=60, first_event_seconds=0.05
     )
-    (failed,) = await anext(bounded)
-    assert isinstance(failed, Failed)
+    (failed,) = await anext(stream)
+    assert isinstance(failed, StreamFailed)
     assert "no token within 0.05 s" in failed.error.message
-    await bounded.aclose()
+    await stream.aclose()
     assert (silent.requests, silent.closed, answering.requests) == (1, 1, 0)
     assert [each.health.in_flight for each in router.lanes] == [0, 0]
     assert lane(router, "d0").health.state == "healthy"  # the client's bound, not its fault

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -58,7 +58,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from service.error_responses import ErrorRenderer, error_response
 from service.errors import InternalError, ServiceError, server_shutting_down
-from service.events import ResponseBatch, StreamEnded, StreamFailed
+from service.events import ResponseBatch, ResponseBatches, StreamEnded, StreamFailed
 from service.http.server_protocol import DIRECT_SEND
 from service.outcomes import Delivery
 from service.settings import Settings
@@ -132,7 +132,7 @@ class ChatStreamResponse(Response):
 
     def __init__(
         self,
-        events: AsyncGenerator[ResponseBatch, None],
+        events: ResponseBatches,
         encoder: Encoder,
         *,
         timing: StreamTiming,

@@ -31,7 +31,13 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 
 from service.errors import InternalError, server_shutting_down
-from service.events import ResponseBatch, ResponseEvent, StreamEnded, StreamFailed
+from service.events import (
+    ResponseBatch,
+    ResponseBatches,
+    ResponseEvent,
+    StreamEnded,
+    StreamFailed,
+)
 from service.metrics import StreamRecorder
 from service.outcomes import Delivery
 from service.resume.codec import is_terminal, pack
@@ -45,7 +51,7 @@ class Producer:
     def __init__(
         self,
         stream_id: str,
-        source: AsyncGenerator[ResponseBatch, None],
+        source: ResponseBatches,
         recorder: StreamRecorder,
         *,
         format_name: str,
