@@ -230,6 +230,29 @@ def test_every_deployment_rate_limited_is_a_429_with_the_soonest_retry_after(
     assert [len(first.exchanges), len(second.exchanges)] == [1, 1]
 
 
+def test_a_5xx_retry_after_sets_the_cooldown_as_a_429s_does(
+    service_factory: ServiceFactory, fakes: Fakes
+) -> None:
+    (overloaded,) = fakes(1)
+    overloaded.default_reply = Reply(
+        status=503, headers={"retry-after": "120"}, body=error_body("overloaded", "server_error")
+    )
+    running = routed(
+        service_factory, entry("overloaded", overloaded, max_retries=0), upstream_cooldown_seconds=1
+    )
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 502  # the deployment's own failure, as with one upstream:
+    assert "retry-after" not in response.headers  # its Retry-After is for the cooldown only
+    assert state_of(scrape(running.base_url), "overloaded") == "cooling_down"
+    # Cooling down for its 120 s (plus jitter), not the 1 s of UPSTREAM_COOLDOWN_SECONDS: the
+    # router's own 502 says when it comes back, and the deployment is asked nothing more.
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 502
+    assert response.json()["error"]["type"] == "upstream_unavailable"
+    assert 119 <= int(response.headers["retry-after"]) <= 133
+    assert len(overloaded.exchanges) == 1
+
+
 def test_when_a_cooldown_ends_one_request_probes_the_deployment(
     service_factory: ServiceFactory, fakes: Fakes
 ) -> None:

@@ -63,6 +63,7 @@ from service.upstream.health import (
     HealthObserver,
     State,
     failover_reason,
+    retry_after_of,
 )
 from service.upstream.providers import PROVIDERS, ROUTER
 
@@ -419,7 +420,7 @@ class RoutedStream(AsyncGenerator[UpstreamBatch, None]):
                 return [lane.routed, *batch]
             assert isinstance(first, Failed)
             error = first.error
-            health.failed(epoch, reason, error.retry_after_seconds, loop.time())
+            health.failed(epoch, reason, retry_after_of(error), loop.time())
             self._probe = False  # the probe has its verdict
             self._release()
             observer.failed_over(lane.name, reason)
