@@ -147,6 +147,63 @@ def test_failover_before_the_first_token_reaches_the_healthy_deployment(
     }
 
 
+def failovers_from(metrics: Scrape, deployment: str, reason: str) -> tuple[float, float]:
+    """The deployment's failovers for `reason`, and for every reason."""
+    name = "llm_upstream_failovers_total"
+    return metrics.value(name, deployment=deployment, reason=reason), metrics.value(
+        name, deployment=deployment
+    )
+
+
+def check_one_failover(
+    running: RunningService, failing: FakeUpstream, healthy: FakeUpstream, reason: str
+) -> None:
+    """One request gets the `healthy` deployment's exact answer, after `failing` (the first
+    deployment) was asked once and left: one failover in `/metrics`, under `reason` only, and
+    `failing` cooling down."""
+    response, events = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 200
+    assert answer_text(events) == ANSWER
+    assert events[0].json()["deployment"] == "healthy"
+    assert [len(failing.exchanges), len(healthy.exchanges)] == [1, 1]
+    metrics = scrape(running.base_url)
+    assert failovers_from(metrics, "failing", reason) == (1, 1)
+    assert metrics.value("llm_upstream_failovers_total", deployment="healthy") == 0
+    assert state_of(metrics, "failing") == "cooling_down"
+
+
+def test_a_head_then_silence_fails_over_on_the_failover_timeout(
+    service_factory: ServiceFactory, fakes: Fakes
+) -> None:
+    silent, healthy = fakes(2)
+    # The response head at once, then not one byte of the body, and the connection kept open.
+    silent.default_reply = Reply(hang=True)
+    answering(healthy)
+    running = routed(
+        service_factory,
+        entry("failing", silent),
+        entry("healthy", healthy),
+        failover_timeout_seconds=0.5,
+    )
+    check_one_failover(running, silent, healthy, "timeout")
+    # The silent deployment's request was closed when the router moved on.
+    assert silent.wait_for(lambda: silent.exchanges[0].disconnected_at is not None)
+
+
+def test_a_redirect_fails_over_and_is_never_followed(
+    service_factory: ServiceFactory, fakes: Fakes
+) -> None:
+    redirecting, target, healthy = fakes(3)
+    redirecting.default_reply = Reply(
+        status=307, headers={"location": target.base_url + "/v1/chat/completions"}, body=b""
+    )
+    answering(target, [" followed"])
+    answering(healthy)
+    running = routed(service_factory, entry("failing", redirecting), entry("healthy", healthy))
+    check_one_failover(running, redirecting, healthy, "redirect")
+    assert not target.exchanges  # the key is never sent where a redirect points
+
+
 def test_a_mid_stream_failure_is_in_band_never_a_switch(
     service_factory: ServiceFactory, fakes: Fakes
 ) -> None:
