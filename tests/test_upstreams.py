@@ -204,6 +204,25 @@ def test_a_redirect_fails_over_and_is_never_followed(
     assert not target.exchanges  # the key is never sent where a redirect points
 
 
+def test_a_failure_with_no_deployment_left_is_not_a_failover(
+    service_factory: ServiceFactory, fakes: Fakes
+) -> None:
+    failing, limited = fakes(2)
+    failing.default_reply = Reply(status=503, body=error_body("overloaded", "server_error"))
+    limited.default_reply = Reply(status=429, headers={"retry-after": "30"}, body=BUSY)
+    running = routed(service_factory, entry("failing", failing), entry("limited", limited))
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 429  # the last deployment's own answer
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})  # both cooling down
+    assert response.status_code == 502
+    assert [len(failing.exchanges), len(limited.exchanges)] == [1, 1]
+    metrics = scrape(running.base_url)
+    # `failing` -> `limited` was a move; `limited` had no one to move to.
+    assert failovers_from(metrics, "failing", "server_error") == (1, 1)
+    assert metrics.value("llm_upstream_failovers_total", deployment="limited") == 0
+    assert state_of(metrics, "limited") == "cooling_down"  # its failure still counts there
+
+
 def test_a_mid_stream_failure_is_in_band_never_a_switch(
     service_factory: ServiceFactory, fakes: Fakes
 ) -> None:

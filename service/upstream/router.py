@@ -76,8 +76,8 @@ logger = logging.getLogger("service.upstream")
 
 class RouterObserver(HealthObserver, Protocol):
     """Watches the router (`/metrics`): every request sent to a deployment and its end, every
-    failover, every change of state. Called a few times per request, never per token; must
-    not raise."""
+    failover (a request leaving a deployment for another one, told as the other is chosen),
+    every change of state. Called a few times per request, never per token; must not raise."""
 
     def sent(self, deployment: str) -> None: ...
 
@@ -384,12 +384,17 @@ class RoutedStream(AsyncGenerator[UpstreamBatch, None]):
         tried: list[Lane] = []
         last: Lane | None = None
         error: ServiceError | None = None
+        # Why the last deployment was left: a failover once another one is asked, not before
+        # (the last one's failure, with none left to try, is the answer).
+        reason: str | None = None
         while True:
             lane, others = router.choose(model, tried)
             if lane is None:
                 self._state = _DONE
                 failed = Failed(error or router.unavailable(model))
                 return [failed] if last is None else [last.routed, failed]
+            if last is not None and reason is not None:
+                observer.failed_over(last.name, reason)
             tried.append(lane)
             last = lane
             health = lane.health
@@ -423,7 +428,6 @@ class RoutedStream(AsyncGenerator[UpstreamBatch, None]):
             health.failed(epoch, reason, retry_after_of(error), loop.time())
             self._probe = False  # the probe has its verdict
             self._release()
-            observer.failed_over(lane.name, reason)
             await inner.aclose()
 
     async def _within(
