@@ -242,7 +242,8 @@ def _models(where: str, models: list[str] | dict[str, str] | None) -> Mapping[st
     mapping = {model: model for model in models} if isinstance(models, list) else dict(models)
     if not mapping:
         raise ConfigurationError(f"{where}: models is empty (leave it out to serve any model)")
-    if any(not model or not served or len(model) > 200 for model, served in mapping.items()):
+    # Both sides: the name a client asks for and the name sent to this deployment.
+    if any(not 1 <= len(name) <= 200 for pair in mapping.items() for name in pair):
         raise ConfigurationError(f"{where}: models: every name must be 1 to 200 characters")
     return mapping
 
