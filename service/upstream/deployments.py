@@ -17,7 +17,8 @@ address, key and limits:
 - `models`: the models it serves, a list, or a mapping from the model a client asks for to the
   name this deployment knows it by (an Azure deployment name); left out, it serves any model,
   asked for by the client's name.
-- `weight` (default 1), `max_concurrent` (default unbounded): balancing (`service.upstream.router`).
+- `weight` (default 1), `max_concurrent` (default unbounded, per process): balancing
+  (`service.upstream.router`).
 - `max_retries`: the SDK's own retries of one request on this deployment (default: 0 when there
   are several deployments, the next one answering sooner than the same one after a backoff;
   `UPSTREAM_MAX_RETRIES` when it is the only one).

@@ -11,7 +11,9 @@
   (healthy, or a cooldown just ended: that request probes it, first) and are below their
   `max_concurrent`, the least busy for its weight (streams in flight / `weight`); a tie (every
   idle deployment, say) goes by smooth weighted round-robin, so idle traffic is spread exactly
-  by weight, and busy traffic keeps streams in flight in proportion to the weights.
+  by weight, and busy traffic keeps streams in flight in proportion to the weights. Streams in
+  flight are this process's own (never shared, unlike cooldowns): `max_concurrent` and the
+  load are per process (docs/upstreams.md says why that is enough).
 - **Failover**: before the first content a deployment's stream can only say `[Failed(error)]`
   (`ChatUpstream`'s contract): when `failover_reason` names a reason, the next deployment is
   asked, in the same task, with nothing sent to the client but heartbeats; when every
@@ -137,6 +139,7 @@ class Lane:
         return models is None or model in models
 
     def has_room(self) -> bool:
+        """Below `max_concurrent`, counting this process's streams only (module docstring)."""
         limit = self.max_concurrent
         return limit is None or self.health.in_flight < limit
 
