@@ -4,9 +4,11 @@ so `/metrics` shows them beside the stream metrics (`service.prometheus_metrics`
 
     llm_upstream_requests_total{deployment}          requests sent to each deployment, the
                                                      ones that failed over included
-    llm_upstream_failovers_total{deployment,reason}  requests that left a deployment before
-                                                     their first token, by reason
-                                                     (`service.upstream.health.REASONS`)
+    llm_upstream_failovers_total{deployment,reason}  requests that moved from a deployment
+                                                     to another before their first token, by
+                                                     reason (`service.upstream.health.REASONS`);
+                                                     the last one's failure, with no other
+                                                     left to try, is no failover
     llm_upstream_in_flight{deployment}               requests at each deployment now
     llm_upstream_deployment_state{deployment,state}  1 for each deployment's state (healthy,
                                                      cooling_down, broken, probe, probing)
@@ -37,7 +39,8 @@ class DeploymentMetrics:
         )
         self.failovers = Counter(
             "llm_upstream_failovers",
-            "Requests that left an upstream deployment before their first token, by reason",
+            "Requests that moved from an upstream deployment to another before their first "
+            "token, by reason",
             ("deployment", "reason"),
             registry=registry,
         )

@@ -220,15 +220,29 @@ class UpstreamTimeout(ServiceError):
 class UpstreamUnavailable(ServiceError):
     """`upstream_status` is the upstream's own status when it answered one (5xx, 3xx), None
     when it could not be reached, broke off or sent what the service cannot read: the router
-    tells failover reasons apart by it (`service.upstream.health`)."""
+    tells failover reasons apart by it (`service.upstream.health`).
+
+    `upstream_retry_after_seconds` is a 5xx's own `Retry-After`: the router cools the
+    deployment down for at least that long. It is not `retry_after_seconds`, which the client
+    is sent: a 502 from an upstream's failure has never carried `Retry-After` (another
+    deployment, or the SDK's retry, may answer sooner); the service sends one on a 502 only
+    when it knows itself when a deployment comes back (every one cooling down,
+    `Router.unavailable`)."""
 
     status_code = 502
     error_type = "upstream_unavailable"
     retryable = True
 
-    def __init__(self, message: str, *, upstream_status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        upstream_retry_after_seconds: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.upstream_status = upstream_status
+        self.upstream_retry_after_seconds = upstream_retry_after_seconds
 
 
 class StreamDeadlineExceeded(ServiceError):

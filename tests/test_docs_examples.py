@@ -302,6 +302,52 @@ def test_the_readme_example_is_tested() -> None:
     assert any(block.path == "README.md" for block in RUN), "README.md's curl example is not run"
 
 
+# Issue #18: the README is the front page, short; the details are in docs/.
+README_MAX_LINES = 250
+_FENCE = re.compile(r"^ {0,3}(```|~~~).*?^ {0,3}\1", re.MULTILINE | re.DOTALL)
+# A target is `<in angle brackets>` (it may hold spaces) or runs to the first space or `)`.
+_INLINE_LINK = re.compile(r"\]\(\s*(?:<([^>]+)>|([^)\s]+))[^)]*\)")
+_REFERENCE_LINK = re.compile(r"^ {0,3}\[[^\]]+\]:\s*(?:<([^>]+)>|(\S+))", re.MULTILINE)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:|^//")
+
+
+def relative_links(markdown: str) -> list[str]:
+    """The targets of a Markdown text's links (inline and reference definitions, outside code
+    blocks) that name a path in the repository: no scheme (`https:`, `mailto:`), no bare
+    `#anchor`; each without its `#fragment`."""
+    text = _FENCE.sub("", markdown)
+    found = _INLINE_LINK.findall(text) + _REFERENCE_LINK.findall(text)
+    targets = [bracketed or bare for bracketed, bare in found]
+    return [
+        target.split("#", 1)[0]
+        for target in targets
+        if not _SCHEME.match(target) and not target.startswith("#")
+    ]
+
+
+def test_the_link_reader_finds_relative_links_and_only_those() -> None:
+    text = (
+        '[a](docs/a.md) [b](<docs/b c.md> "title") [c](https://x.org/d.md) [d](#top) '
+        "<http://127.0.0.1:8000/> [e](docs/e.md#part)\n"
+        "```sh\n[f](in-a-fence.md)\n```\n"
+        "[g]: LICENSE\n[h]: mailto:someone@example.org\n"
+    )
+    assert relative_links(text) == ["docs/a.md", "docs/b c.md", "docs/e.md", "LICENSE"]
+
+
+def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    lines = len(text.splitlines())
+    assert lines <= README_MAX_LINES, (
+        f"README.md has {lines} lines, over {README_MAX_LINES}: move details to docs/"
+    )
+    links = relative_links(text)
+    assert "docs/upstreams.md" in links  # the reader sees the README's links at all
+    missing = sorted({link for link in links if not (readme.parent / link).exists()})
+    assert not missing, f"README.md links to paths that do not exist: {missing}"
+
+
 @pytest.mark.parametrize(
     "block",
     [

@@ -147,6 +147,82 @@ def test_failover_before_the_first_token_reaches_the_healthy_deployment(
     }
 
 
+def failovers_from(metrics: Scrape, deployment: str, reason: str) -> tuple[float, float]:
+    """The deployment's failovers for `reason`, and for every reason."""
+    name = "llm_upstream_failovers_total"
+    return metrics.value(name, deployment=deployment, reason=reason), metrics.value(
+        name, deployment=deployment
+    )
+
+
+def check_one_failover(
+    running: RunningService, failing: FakeUpstream, healthy: FakeUpstream, reason: str
+) -> None:
+    """One request gets the `healthy` deployment's exact answer, after `failing` (the first
+    deployment) was asked once and left: one failover in `/metrics`, under `reason` only, and
+    `failing` cooling down."""
+    response, events = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 200
+    assert answer_text(events) == ANSWER
+    assert events[0].json()["deployment"] == "healthy"
+    assert [len(failing.exchanges), len(healthy.exchanges)] == [1, 1]
+    metrics = scrape(running.base_url)
+    assert failovers_from(metrics, "failing", reason) == (1, 1)
+    assert metrics.value("llm_upstream_failovers_total", deployment="healthy") == 0
+    assert state_of(metrics, "failing") == "cooling_down"
+
+
+def test_a_head_then_silence_fails_over_on_the_failover_timeout(
+    service_factory: ServiceFactory, fakes: Fakes
+) -> None:
+    silent, healthy = fakes(2)
+    # The response head at once, then not one byte of the body, and the connection kept open.
+    silent.default_reply = Reply(hang=True)
+    answering(healthy)
+    running = routed(
+        service_factory,
+        entry("failing", silent),
+        entry("healthy", healthy),
+        failover_timeout_seconds=0.5,
+    )
+    check_one_failover(running, silent, healthy, "timeout")
+    # The silent deployment's request was closed when the router moved on.
+    assert silent.wait_for(lambda: silent.exchanges[0].disconnected_at is not None)
+
+
+def test_a_redirect_fails_over_and_is_never_followed(
+    service_factory: ServiceFactory, fakes: Fakes
+) -> None:
+    redirecting, target, healthy = fakes(3)
+    redirecting.default_reply = Reply(
+        status=307, headers={"location": target.base_url + "/v1/chat/completions"}, body=b""
+    )
+    answering(target, [" followed"])
+    answering(healthy)
+    running = routed(service_factory, entry("failing", redirecting), entry("healthy", healthy))
+    check_one_failover(running, redirecting, healthy, "redirect")
+    assert not target.exchanges  # the key is never sent where a redirect points
+
+
+def test_a_failure_with_no_deployment_left_is_not_a_failover(
+    service_factory: ServiceFactory, fakes: Fakes
+) -> None:
+    failing, limited = fakes(2)
+    failing.default_reply = Reply(status=503, body=error_body("overloaded", "server_error"))
+    limited.default_reply = Reply(status=429, headers={"retry-after": "30"}, body=BUSY)
+    running = routed(service_factory, entry("failing", failing), entry("limited", limited))
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 429  # the last deployment's own answer
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})  # both cooling down
+    assert response.status_code == 502
+    assert [len(failing.exchanges), len(limited.exchanges)] == [1, 1]
+    metrics = scrape(running.base_url)
+    # `failing` -> `limited` was a move; `limited` had no one to move to.
+    assert failovers_from(metrics, "failing", "server_error") == (1, 1)
+    assert metrics.value("llm_upstream_failovers_total", deployment="limited") == 0
+    assert state_of(metrics, "limited") == "cooling_down"  # its failure still counts there
+
+
 def test_a_mid_stream_failure_is_in_band_never_a_switch(
     service_factory: ServiceFactory, fakes: Fakes
 ) -> None:
@@ -228,6 +304,29 @@ def test_every_deployment_rate_limited_is_a_429_with_the_soonest_retry_after(
     assert response.json()["error"]["type"] == "rate_limited"
     assert 20 <= int(response.headers["retry-after"]) <= 23
     assert [len(first.exchanges), len(second.exchanges)] == [1, 1]
+
+
+def test_a_5xx_retry_after_sets_the_cooldown_as_a_429s_does(
+    service_factory: ServiceFactory, fakes: Fakes
+) -> None:
+    (overloaded,) = fakes(1)
+    overloaded.default_reply = Reply(
+        status=503, headers={"retry-after": "120"}, body=error_body("overloaded", "server_error")
+    )
+    running = routed(
+        service_factory, entry("overloaded", overloaded, max_retries=0), upstream_cooldown_seconds=1
+    )
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 502  # the deployment's own failure, as with one upstream:
+    assert "retry-after" not in response.headers  # its Retry-After is for the cooldown only
+    assert state_of(scrape(running.base_url), "overloaded") == "cooling_down"
+    # Cooling down for its 120 s (plus jitter), not the 1 s of UPSTREAM_COOLDOWN_SECONDS: the
+    # router's own 502 says when it comes back, and the deployment is asked nothing more.
+    response, _ = stream_chat(running.base_url, {"prompt": "hi"})
+    assert response.status_code == 502
+    assert response.json()["error"]["type"] == "upstream_unavailable"
+    assert 119 <= int(response.headers["retry-after"]) <= 133
+    assert len(overloaded.exchanges) == 1
 
 
 def test_when_a_cooldown_ends_one_request_probes_the_deployment(

@@ -92,6 +92,11 @@ def test_a_models_list_serves_those_models_by_their_names() -> None:
     assert deployment.models == {"a": "a", "b": "b"}
 
 
+def test_model_names_of_200_characters_are_accepted_on_both_sides() -> None:
+    (deployment,) = routed({**LOCAL, "models": {"m" * 200: "d" * 200}}).deployments
+    assert deployment.models == {"m" * 200: "d" * 200}
+
+
 def test_the_listed_models_are_named_in_metrics() -> None:
     settings = routed({**LOCAL, "models": {"gpt-4o": "gpt-4o-east"}}, metrics_models="m")
     assert settings.metrics_model_names == {"gpt-4o-mini", "m", "gpt-4o"}
@@ -147,6 +152,12 @@ def test_the_failover_timeout_defaults_to_the_setting() -> None:
         ([{**LOCAL, "base_url": "ftp://x"}], "UPSTREAMS[0] 'local': base_url: String should"),
         ([{**LOCAL, "api_version": "2024-10-21"}], "api_version is for provider azure only"),
         ([{**LOCAL, "models": []}], "UPSTREAMS[0] 'local': models is empty"),
+        ([{**LOCAL, "models": ["m" * 201]}], "'local': models: every name must be 1 to 200"),
+        ([{**LOCAL, "models": {"gpt-4o": ""}}], "'local': models: every name must be 1 to 200"),
+        (
+            [{**LOCAL, "models": {"gpt-4o": "d" * 300}}],
+            "UPSTREAMS[0] 'local': models: every name must be 1 to 200 characters",
+        ),
         ([LOCAL, LOCAL], "UPSTREAMS[1]: name 'local' is also the name of entry 0"),
         ([{**LOCAL, "api_key_env": "NOT_SET_ANYWHERE"}], "names NOT_SET_ANYWHERE, which is not"),
         (["just a string"], "UPSTREAMS[0]: Input should be a valid dictionary"),

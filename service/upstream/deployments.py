@@ -17,7 +17,8 @@ address, key and limits:
 - `models`: the models it serves, a list, or a mapping from the model a client asks for to the
   name this deployment knows it by (an Azure deployment name); left out, it serves any model,
   asked for by the client's name.
-- `weight` (default 1), `max_concurrent` (default unbounded): balancing (`service.upstream.router`).
+- `weight` (default 1), `max_concurrent` (default unbounded, per process): balancing
+  (`service.upstream.router`).
 - `max_retries`: the SDK's own retries of one request on this deployment (default: 0 when there
   are several deployments, the next one answering sooner than the same one after a backoff;
   `UPSTREAM_MAX_RETRIES` when it is the only one).
@@ -242,7 +243,8 @@ def _models(where: str, models: list[str] | dict[str, str] | None) -> Mapping[st
     mapping = {model: model for model in models} if isinstance(models, list) else dict(models)
     if not mapping:
         raise ConfigurationError(f"{where}: models is empty (leave it out to serve any model)")
-    if any(not model or not served or len(model) > 200 for model, served in mapping.items()):
+    # Both sides: the name a client asks for and the name sent to this deployment.
+    if any(not 1 <= len(name) <= 200 for pair in mapping.items() for name in pair):
         raise ConfigurationError(f"{where}: models: every name must be 1 to 200 characters")
     return mapping
 

@@ -5,7 +5,7 @@ A failure is read from the error class it was translated into at the upstream's 
 (`service.upstream.openai_chat`), by one table, `FAILOVER_REASONS`:
 
     UpstreamUnavailable     connection   refused, reset, broke off, unreadable before any content
-                            server_error the upstream's 5xx
+                            server_error the upstream's 5xx: skipped for at least its Retry-After
                             redirect     its 3xx (never followed)
     UpstreamTimeout         timeout      no head in time, 408, or no first token within
                                          FAILOVER_TIMEOUT_SECONDS
@@ -81,6 +81,14 @@ BROKEN_REASONS = frozenset({"auth", "quota"})
 # Reasons that say nothing about the deployment's health.
 NOT_COOLED = frozenset({"not_served"})
 JITTER = 0.1
+
+
+def retry_after_of(error: ServiceError) -> int | None:
+    """How long the deployment asked to be left alone, if it said: a 429's `Retry-After` (the
+    client is told it too) or a 5xx's (kept for the cooldown only, `UpstreamUnavailable`)."""
+    if isinstance(error, UpstreamUnavailable) and error.upstream_retry_after_seconds is not None:
+        return error.upstream_retry_after_seconds
+    return error.retry_after_seconds
 
 
 def failover_reason(error: ServiceError) -> str | None:

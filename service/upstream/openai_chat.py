@@ -369,7 +369,7 @@ class OpenAIChatUpstream:
         if status == 429:
             return UpstreamRateLimited(
                 "the upstream is rate limiting requests",
-                retry_after_seconds=_retry_after_seconds(error.response.headers),
+                retry_after_seconds=_retry_after_seconds(error.response.headers) or 1,
             )
         if status == 408:
             return UpstreamTimeout("the upstream timed out")
@@ -393,8 +393,12 @@ class OpenAIChatUpstream:
                 param=self._identifier(inner, "param"),
                 code=self._identifier(inner, "code"),
             )
+        # A 503's `Retry-After` says when to come back: the router's cooldown honours it
+        # (`service.upstream.health`); the client's 502 does not repeat it (see the class).
         return UpstreamUnavailable(
-            f"the upstream failed with status {status}", upstream_status=status
+            f"the upstream failed with status {status}",
+            upstream_status=status,
+            upstream_retry_after_seconds=_retry_after_seconds(error.response.headers),
         )
 
     def _identifier(self, inner: object, name: str) -> str | None:
@@ -473,8 +477,8 @@ def _error_code(body: object) -> object:
     return inner.get("code") if isinstance(inner, dict) else None
 
 
-def _retry_after_seconds(headers: Any) -> int:
-    """Whole seconds from `retry-after-ms` or `retry-after`, between 1 and an hour; 1 when
+def _retry_after_seconds(headers: Any) -> int | None:
+    """Whole seconds from `retry-after-ms` or `retry-after`, between 1 and an hour; None when
     absent or unreadable (an HTTP date is rare from model providers)."""
     for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = headers.get(name)
@@ -486,4 +490,4 @@ def _retry_after_seconds(headers: Any) -> int:
             continue
         if math.isfinite(seconds):
             return min(_MAX_RETRY_AFTER_SECONDS, max(1, math.ceil(seconds)))
-    return 1
+    return None

@@ -11,7 +11,9 @@
   (healthy, or a cooldown just ended: that request probes it, first) and are below their
   `max_concurrent`, the least busy for its weight (streams in flight / `weight`); a tie (every
   idle deployment, say) goes by smooth weighted round-robin, so idle traffic is spread exactly
-  by weight, and busy traffic keeps streams in flight in proportion to the weights.
+  by weight, and busy traffic keeps streams in flight in proportion to the weights. Streams in
+  flight are this process's own (never shared, unlike cooldowns): `max_concurrent` and the
+  load are per process (docs/upstreams.md says why that is enough).
 - **Failover**: before the first content a deployment's stream can only say `[Failed(error)]`
   (`ChatUpstream`'s contract): when `failover_reason` names a reason, the next deployment is
   asked, in the same task, with nothing sent to the client but heartbeats; when every
@@ -63,6 +65,7 @@ from service.upstream.health import (
     HealthObserver,
     State,
     failover_reason,
+    retry_after_of,
 )
 from service.upstream.providers import PROVIDERS, ROUTER
 
@@ -75,8 +78,8 @@ logger = logging.getLogger("service.upstream")
 
 class RouterObserver(HealthObserver, Protocol):
     """Watches the router (`/metrics`): every request sent to a deployment and its end, every
-    failover, every change of state. Called a few times per request, never per token; must
-    not raise."""
+    failover (a request leaving a deployment for another one, told as the other is chosen),
+    every change of state. Called a few times per request, never per token; must not raise."""
 
     def sent(self, deployment: str) -> None: ...
 
@@ -136,6 +139,7 @@ class Lane:
         return models is None or model in models
 
     def has_room(self) -> bool:
+        """Below `max_concurrent`, counting this process's streams only (module docstring)."""
         limit = self.max_concurrent
         return limit is None or self.health.in_flight < limit
 
@@ -383,12 +387,17 @@ class RoutedStream(AsyncGenerator[UpstreamBatch, None]):
         tried: list[Lane] = []
         last: Lane | None = None
         error: ServiceError | None = None
+        # Why the last deployment was left: a failover once another one is asked, not before
+        # (the last one's failure, with none left to try, is the answer).
+        reason: str | None = None
         while True:
             lane, others = router.choose(model, tried)
             if lane is None:
                 self._state = _DONE
                 failed = Failed(error or router.unavailable(model))
                 return [failed] if last is None else [last.routed, failed]
+            if last is not None and reason is not None:
+                observer.failed_over(last.name, reason)
             tried.append(lane)
             last = lane
             health = lane.health
@@ -419,10 +428,9 @@ class RoutedStream(AsyncGenerator[UpstreamBatch, None]):
                 return [lane.routed, *batch]
             assert isinstance(first, Failed)
             error = first.error
-            health.failed(epoch, reason, error.retry_after_seconds, loop.time())
+            health.failed(epoch, reason, retry_after_of(error), loop.time())
             self._probe = False  # the probe has its verdict
             self._release()
-            observer.failed_over(lane.name, reason)
             await inner.aclose()
 
     async def _within(
