@@ -29,12 +29,16 @@ the `Failed` event; a bound passed while the consumer is busy sending is noticed
 read. The timer never fires across a batch handed on: it interrupts the read, never the consumer,
 which reads from one task. The stream's pipeline (`service.pipeline`) tells it when a read
 starts and ends, in the same frame as the read itself: as a generator layer of its own it cost
-a frame more on every per-token suspension (issue #16).
+a frame more on every per-token suspension (issue #16). While the stream is pushed from the
+upstream's socket (`service.push`) no task reads it: a bound that passes is told to
+`on_expired` instead, and a read is always in progress, except while the client's full buffer
+has the upstream paused.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from service.errors import ServiceError, StreamDeadlineExceeded, UpstreamTimeout
 
@@ -42,11 +46,12 @@ from service.errors import ServiceError, StreamDeadlineExceeded, UpstreamTimeout
 class Deadline:
     """The timer and what it needs to know: the bounds, and the read in progress, if any.
 
-    `begin` at the first read (the bounds run from there), `reading` before each read and
-    `read_done` after it, `first_batch` once the first batch came, `stop` at the end. When a
-    bound passes, `expired` holds the error and, if a read was in progress, its task is
-    cancelled with `interrupted` set: the caller takes the cancellation back (`uncancel`) and
-    ends the stream with `Failed(expired)`."""
+    `begin` at the first read (the bounds run from there), `read_started_at` and `reader` set
+    while a read is in progress, `first_batch` once the first batch came, `stop` at the end.
+    When a bound passes, `expired` holds the error and, if a read was in progress in `reader`,
+    that task is cancelled with `interrupted` set: the caller takes the cancellation back
+    (`uncancel`) and ends the stream with `Failed(expired)`; with no reader, `on_expired` is
+    called with it (a pushed stream)."""
 
     __slots__ = (
         "_deadline",
@@ -58,6 +63,7 @@ class Deadline:
         "_timer",
         "expired",
         "interrupted",
+        "on_expired",
         "read_started_at",
         "reader",
     )
@@ -79,6 +85,8 @@ class Deadline:
         self.read_started_at: float | None = None
         # The task the reads happen in (one for the whole stream), while one is in progress.
         self.reader: asyncio.Task[object] | None = None
+        # Told of a bound passed while no task reads (a pushed stream).
+        self.on_expired: Callable[[ServiceError], None] | None = None
 
     def begin(self, loop: asyncio.AbstractEventLoop) -> None:
         """The first read starts now: the bounds run from here."""
@@ -135,3 +143,5 @@ class Deadline:
         if self.reader is not None:
             self.interrupted = True
             self.reader.cancel()
+        elif self.on_expired is not None:
+            self.on_expired(error)

@@ -13,6 +13,11 @@ bench/RESULTS.md).
 It is read from one task (the stream's response, or a resumable stream's producer), which the
 deadline may interrupt in a read (`service.deadline`). `aclose` closes the upstream request;
 after a terminal event (`StreamEnded`, `StreamFailed`, always last) it ends by itself.
+
+Or, once its first batch is out, its response can have the rest pushed (`push`, `service.push`):
+the same stages, called from the upstream's socket callback with each batch, hand their output
+to the response's sink; the deadline then ends the stream through its `on_expired`, and a full
+client buffer pauses the upstream (and the idle bound, as a slow consumer does when pulling).
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from collections.abc import AsyncGenerator
 
 from service.chunking import WordRechunker
 from service.deadline import Deadline
+from service.errors import ServiceError
 from service.events import Failed, ResponseBatch, StreamFailed, UpstreamBatch
 from service.metrics import StreamRecorder
+from service.push import PushSource, ResponseSink
 from service.relay import Relay
 
 
@@ -41,6 +48,7 @@ class ChatStream:
         "_recorder",
         "_relay",
         "_upstream",
+        "_writer",
     )
 
     def __init__(
@@ -60,6 +68,8 @@ class ChatStream:
         self._over = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task[object] | None = None
+        # The response's sink while the stream is pushed.
+        self._writer: ResponseSink | None = None
 
     def __aiter__(self) -> ChatStream:
         return self
@@ -119,5 +129,92 @@ class ChatStream:
 
     async def aclose(self) -> None:
         self._over = True
+        self._writer = None
         self._deadline.stop()
         await self._upstream.aclose()
+
+    # -- pushed (`service.push`) -------------------------------------------------------------
+
+    def push(self, writer: ResponseSink) -> bool:
+        """Hand the rest of the stream to `writer` from the upstream's socket callbacks; False
+        (nothing changed) when the upstream cannot push, or before the first read: pull then."""
+        upstream = self._upstream
+        loop = self._loop
+        if self._over or loop is None or not isinstance(upstream, PushSource):
+            return False
+        deadline = self._deadline
+        self._writer = writer
+        deadline.on_expired = self._expired
+        deadline.read_started_at = loop.time()
+        if upstream.push(self):
+            return True
+        self._writer = deadline.on_expired = deadline.read_started_at = None
+        return False
+
+    def batch(self, batch: UpstreamBatch) -> None:
+        """An upstream batch, from the socket callback that read it (`UpstreamSink`)."""
+        writer = self._writer
+        if writer is None:
+            return
+        try:
+            loop = self._loop
+            assert loop is not None
+            self._deadline.read_started_at = loop.time()  # the next read starts
+            out = self._relay.told(batch)
+            if out and type(out[-1]) is StreamFailed:
+                self._stop_pushing()
+            self._hand(writer, out)
+        except Exception as error:
+            self._stop_pushing()
+            writer.failed(error)
+
+    def end(self) -> None:
+        """The upstream's answer is over (`UpstreamSink`)."""
+        writer = self._writer
+        if writer is None:
+            return
+        self._stop_pushing()
+        try:
+            self._hand(writer, self._end())
+        except Exception as error:
+            writer.failed(error)
+
+    def _expired(self, error: ServiceError) -> None:
+        """A time bound passed while pushed: the stream ends with its error, the upstream read no
+        further (closing the stream closes it)."""
+        writer = self._writer
+        if writer is None:
+            return
+        self._stop_pushing()
+        self.pause()
+        try:
+            self._hand(writer, self._relay.told([Failed(error)]))
+        except Exception as failure:
+            writer.failed(failure)
+
+    def _hand(self, writer: ResponseSink, out: ResponseBatch) -> None:
+        rechunker = self._rechunker
+        if rechunker is not None:
+            out = rechunker.cut(out)
+        if out:
+            writer.batch(out)
+
+    def _stop_pushing(self) -> None:
+        self._writer = None
+        self._over = True
+        self._deadline.stop()
+
+    def pause(self) -> None:
+        """The client's buffer is full: read nothing more, and count no silence, until
+        `resume`."""
+        self._deadline.read_started_at = None
+        if isinstance(self._upstream, PushSource):
+            self._upstream.pause()
+
+    def resume(self) -> None:
+        loop = self._loop
+        if self._writer is None or loop is None:
+            return
+        self._deadline.read_started_at = loop.time()
+        if isinstance(self._upstream, PushSource):
+            self._upstream.resume()

@@ -20,7 +20,7 @@ from service.events import (
     StreamStarted,
     TextDelta,
 )
-from service.http.server_protocol import DIRECT_SEND
+from service.http.server_protocol import DIRECT_BODY
 from service.http.stream_response import ChatStreamResponse, StreamTiming
 from service.outcomes import Delivery
 from service.wire.sse import SSEEncoder
@@ -205,18 +205,36 @@ def test_client_leaving_is_reported_once() -> None:
     assert finished == ["client_left"]
 
 
+class SendOnlyBody:
+    """The server's `DirectBody` with its `send` only (no synchronous writes: `can_write`
+    says no), recording what went through it."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+
+    def can_write(self) -> bool:
+        return False
+
+    def write(self, body: bytes) -> bool:
+        raise AssertionError("not offered")
+
+    def when_writable(self, callback: Callable[[], None] | None) -> None:
+        raise AssertionError("not offered")
+
+
 def test_the_body_goes_to_the_servers_direct_send_once_the_start_went_through_the_app() -> None:
-    """With the server's `service.direct_send` extension, only the start passes the middleware
+    """With the server's `service.direct_body` extension, only the start passes the middleware
     (`send`); every body write goes to the server's own send (issue #16)."""
     through_app = Client()
-    direct: list[dict[str, Any]] = []
-
-    async def direct_send(message: dict[str, Any]) -> None:
-        direct.append(message)
+    direct_body = SendOnlyBody()
+    direct = direct_body.messages
 
     finished: list[Delivery] = []
     response = sse(answer())(finished.append)
-    scope = {**SCOPE, "extensions": {DIRECT_SEND: {"send": direct_send}}}
+    scope = {**SCOPE, "extensions": {DIRECT_BODY: direct_body}}
     asyncio.run(response(scope, through_app.receive, through_app.send))  # type: ignore[arg-type]
     assert finished == ["delivered"]
     assert [message["type"] for message in through_app.messages] == ["http.response.start"]

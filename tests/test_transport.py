@@ -15,7 +15,13 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from service.upstream.transport import HTTP1Transport, body_reader
+from service.upstream.transport import (
+    BodySource,
+    HTTP1Transport,
+    body_reader,
+    body_source,
+    release_when_complete,
+)
 
 Answer = Callable[[bytes], bytes | None]  # the request's bytes -> the reply's (None: hang up)
 
@@ -139,6 +145,114 @@ async def test_a_stream_is_read_as_it_arrives_from_the_connection() -> None:
         await response.aclose()
         await http.post(server.url + "/again", content=b"{}")  # after the whole body: reused
     assert server.connections == 1
+
+
+async def streamed(http: httpx2.AsyncClient, url: str) -> tuple[httpx2.Response, BodySource]:
+    """A POST's response, its body unread, and its source."""
+    response = await http.send(http.build_request("POST", url, content=b"x"), stream=True)
+    source = body_source(response)
+    assert source is not None
+    return response, source
+
+
+class Received:
+    """A `BodyReceiver` that records what the connection hands it, and when it is over."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.ended: list[Exception | None] = []
+        self.got = asyncio.Event()
+
+    def body_received(self, data: bytes) -> None:
+        self.data.append(data)
+        self.got.set()
+
+    def body_ended(self, error: Exception | None) -> None:
+        self.ended.append(error)
+        self.got.set()
+
+    async def next(self) -> None:
+        await asyncio.wait_for(self.got.wait(), 5)
+        self.got.clear()
+
+
+async def test_a_delivered_body_arrives_in_the_socket_callbacks_unread_part_first() -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    answers = iter([head + b"4\r\nfirs\r\n", reply(b"")])
+    async with RawServer(lambda request: next(answers)) as server, client() as http:
+        response, source = await streamed(http, server.url)
+        await asyncio.sleep(0.05)  # the first chunk arrived, unread
+        received = Received()
+        source.deliver(received)
+        assert received.data == [b"firs"]  # at once, inside `deliver`
+        server.writers[0].write(b"3\r\nt!!\r\n")
+        await received.next()
+        assert received.data == [b"firs", b"t!!"]
+        server.writers[0].write(b"0\r\n\r\n")
+        await received.next()
+        assert received.ended == [None]
+        await response.aclose()
+        await http.post(server.url + "/again", content=b"{}")  # whole: the connection is reused
+    assert server.connections == 1
+
+
+async def test_a_delivered_body_broken_off_ends_with_the_read_error() -> None:
+    head = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n"
+    async with RawServer(lambda request: head + b"part") as server, client() as http:
+        response, source = await streamed(http, server.url)
+        received = Received()
+        source.deliver(received)
+        while not received.data:
+            await received.next()
+        server.writers[0].close()
+        while not received.ended:
+            await received.next()
+        assert b"".join(received.data) == b"part"
+        assert len(received.ended) == 1
+        assert isinstance(received.ended[0], httpx2.ReadError)
+        await response.aclose()
+
+
+async def test_a_paused_delivery_reads_nothing_until_resumed() -> None:
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    async with RawServer(lambda request: head) as server, client() as http:
+        response, source = await streamed(http, server.url)
+        received = Received()
+        source.deliver(received)
+        source.pause_reading()
+        server.writers[0].write(b"1\r\na\r\n")
+        await asyncio.sleep(0.2)
+        assert received.data == []
+        source.resume_reading()
+        await received.next()
+        assert received.data == [b"a"]
+        await response.aclose()
+
+
+async def test_a_connection_goes_back_to_the_pool_when_the_rest_of_its_body_arrives() -> None:
+    """`release_when_complete`: the exchange ends without waiting, the connection is kept once
+    the body's end arrives, and closed if it does not within the time given."""
+    head = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    answers = iter([head + b"5\r\n[DONE\r\n", reply(b"reused"), head, reply(b"fresh")])
+    async with RawServer(lambda request: next(answers)) as server, client() as http:
+        response = await http.send(
+            http.build_request("POST", server.url, content=b"x"), stream=True
+        )
+        assert release_when_complete(response, 1.0)
+        await response.aclose()  # returns at once: the drainer has the connection
+        server.writers[0].write(b"0\r\n\r\n")
+        await asyncio.sleep(0.1)
+        assert (await http.post(server.url, content=b"x")).content == b"reused"
+        assert server.connections == 1
+        # The body never ends: the connection is closed after the time given, never reused.
+        response = await http.send(
+            http.build_request("POST", server.url, content=b"x"), stream=True
+        )
+        assert release_when_complete(response, 0.1)
+        await response.aclose()
+        await asyncio.sleep(0.3)
+        assert (await http.post(server.url, content=b"x")).content == b"fresh"
+    assert server.connections == 2
 
 
 async def test_a_body_up_to_the_end_of_the_connection() -> None:

@@ -23,10 +23,12 @@ the unsent megabytes to drain: a client that never reads keeps its socket for ev
   aborted (the socket is reset at once) instead of closed after its queued bytes drain.
 - **JSON errors**: these refusals and uvicorn's own 400 for a request that is not HTTP carry the
   service's `{"error": {...}}` body instead of `text/plain`.
-- **A direct send for bodies**: the `service.direct_send` extension in each request's scope
-  hands the application the connection's own `send` (this protocol's, which still watches for
-  the last message), so that a streamed body can skip the middleware once its start has passed
-  through them (`service.http.stream_response`, issue #16).
+- **A direct way for bodies**: the `service.direct_body` extension in each request's scope
+  (a `DirectBody`) hands the application the connection's own `send` (this protocol's, which
+  still watches for the last message), so that a streamed body can skip the middleware once its
+  start has passed through them, and a synchronous `write` of a part of a chunked body with
+  a callback for when the client's buffer drains, so that a stream can be relayed from the
+  upstream's socket callbacks (`service.push`, `service.http.stream_response`, issue #16).
 
 A refusal is written, then the connection lingers for a moment, reading and dropping what the
 client still sends: closing a socket with unread input resets it, and the reset can destroy the
@@ -35,11 +37,12 @@ refusal before the client reads it.
 Why a protocol subclass: the limits must hold before the application sees a request (it sees
 none until the head is complete), and uvicorn takes its HTTP protocol as a class
 (`uvicorn.Config(http=...)`). The seams used are uvicorn's protocol interface
-(`connection_made`, `data_received`, `connection_lost`), the httptools parser callbacks it
-implements (`on_headers_complete`, `on_body`, `on_message_complete`), `send_400_response`,
-`shutdown`, and the attributes `transport`, `cycle` (its `response_started` and
-`response_complete`), `pipeline` and `server_state.default_headers`; nothing private (as read
-in uvicorn 0.54). `python -m service` installs it; a plain
+(`connection_made`, `data_received`, `connection_lost`, `resume_writing`), the httptools parser
+callbacks it implements (`on_headers_complete`, `on_body`, `on_message_complete`),
+`send_400_response`, `shutdown`, and the attributes `transport`, `flow` (its `write_paused`),
+`cycle` (its `scope`, `send`, `response_started`, `response_complete`, `chunked_encoding` and
+`disconnected`), `pipeline` and `server_state.default_headers`; nothing private (as read in
+uvicorn 0.54). `python -m service` installs it; a plain
 `uvicorn` command takes it as `--http service.asgi:http_protocol` (with the limits from the
 environment). uvicorn's h11 protocol has a head size limit of its own
 (`h11_max_incomplete_event_size`) but no timeouts.
@@ -49,10 +52,12 @@ from __future__ import annotations
 
 import asyncio
 import http
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from service.errors import (
     InvalidRequest,
@@ -65,11 +70,68 @@ from service.wire.payloads import error_body
 
 ASGIApp = Any  # uvicorn's ASGI3Application; its types module is private
 
-# The server extension (in `scope["extensions"]`) offering its own `send` for a response's body
-# (issue #16): `{"send": send}`.
-DIRECT_SEND = "service.direct_send"
+# The server extension (in `scope["extensions"]`) offering a response's body a way past the
+# application's middleware (issue #16): a `DirectBody`.
+DIRECT_BODY = "service.direct_body"
 # How long a refused connection keeps reading (and dropping) what the client still sends.
 LINGER_SECONDS = 0.5
+
+
+class DirectBody(Protocol):
+    """A response body's way to the connection once its start has gone through the app."""
+
+    # The server's own `send`, for any body message (the last one included).
+    send: Send
+
+    def can_write(self) -> bool:
+        """Whether `write` may be used now: the response has started, with a chunked body
+        (the stream responses' own), and has not ended."""
+        ...
+
+    def write(self, body: bytes) -> bool:
+        """Write `body` (not empty, and not the body's last part: that goes through `send`)
+        at once, without waiting. Returns False when the client's socket buffer is past its
+        high-water mark: write nothing more before `when_writable` calls back. Raises
+        `ConnectionResetError` once the client is gone."""
+        ...
+
+    def when_writable(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` each time the client's buffer has drained after `write` said it
+        was full (None: stop)."""
+        ...
+
+
+class _CycleBody:
+    """`DirectBody` for one request-response cycle of a `GuardedHttpToolsProtocol`."""
+
+    __slots__ = ("_cycle", "_protocol", "send")
+
+    def __init__(self, protocol: GuardedHttpToolsProtocol, cycle: RequestResponseCycle) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        # Replaced by the guarded app's tracking send (`_abort_if_incomplete`).
+        self.send: Send = cycle.send  # type: ignore[assignment]  # uvicorn's narrower types
+
+    def can_write(self) -> bool:
+        cycle = self._cycle
+        return (
+            cycle.response_started
+            and cycle.chunked_encoding is True
+            and not cycle.response_complete
+            and not cycle.disconnected
+        )
+
+    def write(self, body: bytes) -> bool:
+        # What uvicorn's `send` does for a chunk of a chunked body, less the coroutine and the
+        # wait for a drained buffer: the caller is told to wait instead.
+        if self._cycle.disconnected:
+            raise ConnectionResetError("the client is gone")
+        protocol = self._protocol
+        protocol.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+        return not protocol.flow.write_paused
+
+    def when_writable(self, callback: Callable[[], None] | None) -> None:
+        self._protocol.on_writable = callback
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +160,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        # Called when the client's buffer drains (`DirectBody.when_writable`).
+        self.on_writable: Callable[[], None] | None = None
 
     # -- connection ------------------------------------------------------------------------
 
@@ -108,6 +172,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
         super().connection_lost(exc)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        callback = self.on_writable
+        if callback is not None:
+            callback()
 
     def data_received(self, data: bytes) -> None:
         while data:
@@ -160,6 +230,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.limits.body_timeout_seconds, self._body_timed_out
         )
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.scope is self.scope:  # this request's (not an upgrade)
+            scope: Any = self.scope  # uvicorn types extensions as dicts
+            scope.setdefault("extensions", {})[DIRECT_BODY] = _CycleBody(self, cycle)
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
@@ -268,7 +342,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
             # The response body may bypass the app's middleware once its start went through
             # them (`service.http.stream_response`): not this, which must see the last message.
-            scope.setdefault("extensions", {})[DIRECT_SEND] = {"send": tracking_send}
+            direct = scope.get("extensions", {}).get(DIRECT_BODY)
+            if direct is not None:
+                direct.send = tracking_send
             try:
                 await app(scope, receive, tracking_send)
             finally:

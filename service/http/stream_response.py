@@ -10,7 +10,12 @@ write:
    out; an error after that point travels in-band. A format without one keeps waiting, so its
    status stays real.
 2. *Streaming.* Each batch is encoded and written with one `send`; the terminal event's batch
-   and the format's end marker go in one last write.
+   and the format's end marker go in one last write. Once the first batch is out, a stream whose
+   upstream and server both allow it is pushed (`service.push`): each later batch is encoded
+   and written synchronously in the upstream's socket callback (`DirectBody.write`), this
+   response being the pipeline's `ResponseSink`, and the task only waits for the terminal
+   batch, which goes out through the server's `send`. A full client buffer pauses the upstream
+   until it drains; the send timeout counts from the moment it filled.
 
 Whatever stops a stream from outside interrupts its task where it waits (a read from the
 upstream, or a write to a client that stopped reading), by cancelling it with its reason noted
@@ -59,8 +64,9 @@ from starlette.types import Message, Receive, Scope, Send
 from service.error_responses import ErrorRenderer, error_response
 from service.errors import InternalError, ServiceError, server_shutting_down
 from service.events import ResponseBatch, ResponseBatches, StreamEnded, StreamFailed
-from service.http.server_protocol import DIRECT_SEND
+from service.http.server_protocol import DIRECT_BODY, DirectBody
 from service.outcomes import Delivery
+from service.push import PushSource
 from service.settings import Settings
 from service.wire.base import Encoder
 
@@ -106,15 +112,14 @@ async def _wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
-def _body_send(scope: Scope, send: Send) -> Send:
-    """Where the body goes once the start has gone through `send`: the server's own send when
-    it offers one (`DIRECT_SEND`), past the middleware. Every middleware of this app reads only
-    a response's start (the status for the access log, CORS headers, Starlette's and FastAPI's
+def _direct_body(scope: Scope) -> DirectBody | None:
+    """The server's own way for the body once the start has gone through `send` (`DIRECT_BODY`),
+    past the middleware, when it offers one. Every middleware of this app reads only a
+    response's start (the status for the access log, CORS headers, Starlette's and FastAPI's
     "has it started" flags; `service.app` installs no other), and each of them wrapped every
     event's write in another coroutine call: ~6% of the CPU per token (issue #16)."""
-    direct = scope.get("extensions", {}).get(DIRECT_SEND)
-    body_send: Send = direct["send"] if direct is not None else send
-    return body_send
+    direct: DirectBody | None = scope.get("extensions", {}).get(DIRECT_BODY)
+    return direct
 
 
 async def _unstarted(message: Message) -> None:
@@ -178,8 +183,11 @@ class ChatStreamResponse(Response):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._send: Send = _unstarted
         self._body_send: Send = _unstarted
+        self._direct: DirectBody | None = None
         # A heartbeat being written; the stream's task writes nothing until it is done.
         self._beating: asyncio.Task[None] | None = None
+        # While pushed: resolved with the last write (the terminal batch and the end marker).
+        self._pushed_end: asyncio.Future[bytes] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         delivery: Delivery = "internal_error"
@@ -190,7 +198,8 @@ class ChatStreamResponse(Response):
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> Delivery:
         loop = self._loop = asyncio.get_running_loop()
-        self._send, self._body_send = send, _body_send(scope, send)
+        direct = self._direct = _direct_body(scope)
+        self._send, self._body_send = send, direct.send if direct is not None else send
         self._last_write_at = loop.time()  # the first heartbeat is due from the start
         # The stream in a task of its own, not the request's: each suspension for a read or a
         # write passes every frame between the task and the read, and under the request's
@@ -302,14 +311,93 @@ class ChatStreamResponse(Response):
                 self._writing_since = loop_time()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 self._last_write_at, self._writing_since = loop_time(), None
+            if self._direct is not None and isinstance(self._events, PushSource):
+                end = await self._pushed()
+                if end is not None:
+                    body = end
+                    break
             try:
                 batch = await anext(self._events)
             except StopAsyncIteration:
+                body = encoder.close()
                 break
+        if self._beating is not None:
+            await self._wait_for_heartbeat()
         self._writing_since = loop_time()
-        await send({"type": "http.response.body", "body": encoder.close(), "more_body": False})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
         self._closed, self._writing_since = True, None
         return "delivered"
+
+    # -- pushed (`service.push`): the rest of the stream written from the upstream's callbacks --
+
+    async def _pushed(self) -> bytes | None:
+        """Have the rest of the stream pushed, and wait for its last write (returned); None,
+        with nothing changed, when it cannot be (then read it)."""
+        direct = self._direct
+        events = self._events
+        loop = self._loop
+        assert direct is not None
+        assert loop is not None
+        if not direct.can_write() or not isinstance(events, PushSource):
+            self._direct = None
+            return None
+        end: asyncio.Future[bytes] = loop.create_future()
+        self._pushed_end = end
+        direct.when_writable(self._writable)
+        try:
+            if not events.push(self):
+                self._direct = None
+                return None
+            return await end
+        finally:
+            self._pushed_end = None  # nothing more is written from the callbacks
+            direct.when_writable(None)
+            self._writing_since = None
+
+    def batch(self, batch: ResponseBatch) -> None:
+        """A batch, from the upstream's socket callback (`service.push.ResponseSink`)."""
+        end = self._pushed_end
+        if end is None or end.done():
+            return
+        try:
+            encoder = self._encoder
+            encode = encoder.encode
+            body = encode(batch[0]) if len(batch) == 1 else b"".join(map(encode, batch))
+            if type(batch[-1]) in _TERMINAL:
+                self._terminal_sent = True
+                end.set_result(body + encoder.close())
+                return
+            if not body:
+                return
+            direct = self._direct
+            loop = self._loop
+            assert direct is not None
+            assert loop is not None
+            writable = direct.write(body)
+            now = self._last_write_at = loop.time()
+            if not writable and self._writing_since is None:
+                self._writing_since = now  # the send timeout counts from here
+                events = self._events
+                if isinstance(events, PushSource):
+                    events.pause()
+        except Exception as error:  # an OSError: the client is gone; else a bug
+            end.set_exception(error)
+
+    def failed(self, error: Exception) -> None:
+        """Relaying broke (`service.push.ResponseSink`): ended as a failure when reading."""
+        end = self._pushed_end
+        if end is not None and not end.done():
+            end.set_exception(error)
+
+    def _writable(self) -> None:
+        """The client's buffer drained: the upstream may go on."""
+        if self._pushed_end is None or self._writing_since is None or self._loop is None:
+            return
+        self._writing_since = None
+        self._last_write_at = self._loop.time()
+        events = self._events
+        if isinstance(events, PushSource):
+            events.resume()
 
     # -- interruptions -----------------------------------------------------------------------
 
@@ -357,8 +445,29 @@ class ChatStreamResponse(Response):
         heartbeat = self._encoder.heartbeat
         idle = now - self._last_write_at >= self._heartbeat_seconds
         if heartbeat is not None and writing_since is None and self._beating is None and idle:
-            self._beating = asyncio.ensure_future(self._beat(heartbeat))
+            if self._pushed_end is not None:
+                self._beat_now(heartbeat, now)
+            else:
+                self._beating = asyncio.ensure_future(self._beat(heartbeat))
         self._arm(now)
+
+    def _beat_now(self, heartbeat: bytes, now: float) -> None:
+        """A heartbeat written at once, while pushed (nothing else writes now)."""
+        direct = self._direct
+        end = self._pushed_end
+        assert direct is not None
+        assert end is not None
+        try:
+            if not direct.write(heartbeat) and not end.done():
+                self._writing_since = now
+                events = self._events
+                if isinstance(events, PushSource):
+                    events.pause()
+        except OSError:
+            self._interrupt("client_left")
+            return
+        self._last_write_at = now
+        self._heartbeat_sent()
 
     async def _beat(self, heartbeat: bytes) -> None:
         """Write a heartbeat (the headers first, before the first event)."""

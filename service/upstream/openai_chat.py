@@ -2,9 +2,10 @@
 
 Requests go through the SDK, so its auth, retries with backoff (honouring `Retry-After`), Azure
 URL and `api-version` handling, and status-error classes all apply. They are made with its
-low-level `post` (`_post`), the body is taken raw and decoded here, straight from the transport's
-reader (`service.upstream.transport`): the SDK's typed stream builds a pydantic chunk per token,
-which costs more than the service's whole per-token budget (`bench/parse_cost.py` prints both).
+low-level `post` (`_post`), and the body is taken raw, straight from the transport's connection
+(`service.upstream.transport`), and decoded by `service.upstream.answer_stream` (read, or pushed
+as it arrives: `service.push`): the SDK's typed stream builds a pydantic chunk per token, which
+costs more than the service's whole per-token budget (`bench/parse_cost.py` prints both).
 Only the fields the service uses are read, with guards for every shape providers send: Azure's
 first chunk and the usage chunk have `choices: []`, Azure's asynchronous filter sends
 choices with no `delta`, and a provider may report an error as a `data:` object mid-stream.
@@ -27,12 +28,9 @@ Errors are translated into `service.errors` here and nowhere else.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -52,18 +50,15 @@ from service.errors import (
 )
 from service.events import (
     Failed,
-    Finished,
-    TextDelta,
     UpstreamBatch,
 )
 from service.settings import Settings
 from service.upstream import openai_events
+from service.upstream.answer_stream import AnswerStream, ChatDecoder, RelayDecoder
 from service.upstream.redaction import redact, safe_message
-from service.upstream.sse_decoder import EventTooLarge, SSEDecoder
-from service.upstream.transport import HTTP1Transport, body_reader
+from service.upstream.sse_decoder import EventTooLarge
+from service.upstream.transport import HTTP1Transport
 
-_DONE = b"[DONE]"
-_DRAIN_SECONDS = 0.1
 _MAX_RETRY_AFTER_SECONDS = 3600
 # A non-streamed answer (or model list) larger than this is refused rather than held in memory.
 _MAX_BODY_BYTES = 32 * 1024 * 1024
@@ -199,7 +194,7 @@ class OpenAIChatUpstream:
     async def aclose(self) -> None:
         await self._client.close()
 
-    async def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamBatch, None]:
+    def stream(self, params: CompletionParams) -> AsyncGenerator[UpstreamBatch, None]:
         body: dict[str, Any] = {
             "model": params.model,
             "messages": [{"role": m.role, "content": m.content} for m in params.messages],
@@ -211,84 +206,36 @@ class OpenAIChatUpstream:
             body["temperature"] = params.temperature
         if params.max_tokens is not None:
             body["max_tokens"] = params.max_tokens
-        secrets = self._secrets
-        finished = False
-        # The events of the read being decoded: said before a failure that interrupts it.
-        batch: UpstreamBatch = []
-        try:
-            async with self._post("/chat/completions", body) as response:
-                decoder = SSEDecoder()
-                read = _reads_of(response)
-                done = False
-                while chunk := await read():
-                    batch = []
-                    for payload in decoder.feed(chunk):
-                        if payload == _DONE:
-                            done = True
-                            break
-                        events = openai_events.chunk_events(payload, secrets)
-                        batch += events
-                        if events and type(events[-1]) is not TextDelta:  # not just a token
-                            if isinstance(events[-1], Failed):
-                                yield batch
-                                return
-                            finished = finished or any(isinstance(e, Finished) for e in events)
-                    if batch:
-                        said, batch = batch, []
-                        yield said
-                    if done:
-                        await _drain(read)
-                        return
-            if not finished:
-                yield [Failed(_unfinished())]
-        except Exception as error:
-            yield [*batch, Failed(self._failure_of(error))]
+        return AnswerStream(
+            partial(self._post, "/chat/completions", body),
+            ChatDecoder(self._secrets),
+            self._failure_of,
+        )
 
-    async def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamBatch, None]:
+    def passthrough(self, params: PassthroughParams) -> AsyncGenerator[UpstreamBatch, None]:
         body, forward_usage = self._passthrough_body(params)
+        path = "/chat/completions" if params.api == "chat.completions" else "/responses"
+        if not params.stream:
+            return self._whole_answer(path, body, params.api)
+        return AnswerStream(
+            partial(self._post, path, body),
+            RelayDecoder(openai_events.event_decoder(params.api, forward_usage, self._secrets)),
+            partial(self._failure_of, api=params.api),
+        )
+
+    async def _whole_answer(
+        self, path: str, body: dict[str, Any], api: OpenAIApi
+    ) -> AsyncGenerator[UpstreamBatch, None]:
+        """A non-streamed answer: one batch of one `Relayed` (the whole body), or `Failed`."""
         try:
-            path = "/chat/completions" if params.api == "chat.completions" else "/responses"
-            async with self._post(path, body) as response:
-                if not params.stream:
-                    answer = await _read_body(response)
-                    yield [openai_events.answer_decoder(params.api)(answer, secrets=self._secrets)]
-                    return
-                decode = openai_events.event_decoder(params.api, forward_usage, self._secrets)
-                decoder = SSEDecoder()
-                read = _reads_of(response)
-                # Events before the first output wait for it (module docstring); None once sent.
-                held: UpstreamBatch | None = []
-                finished = done = False
-                while chunk := await read():
-                    batch: UpstreamBatch = []
-                    for name, payload in decoder.feed_named(chunk):
-                        if payload == _DONE:
-                            done = True
-                            break
-                        event = decode(name, payload)
-                        if isinstance(event, Failed):
-                            batch.append(event)  # what was held back goes unsaid
-                            yield batch
-                            return
-                        finished = finished or event.finish_reason is not None
-                        if held is not None:
-                            if not event.output and event.finish_reason is None:
-                                held.append(event)
-                                continue
-                            batch += held
-                            held = None
-                        batch.append(event)
-                    if batch:
-                        yield batch
-                    if done:
-                        await _drain(read)
-                        break
-            if held:
-                yield held
-            if not finished:
-                yield [Failed(_unfinished())]
+            response = await self._post(path, body)
+            try:
+                answer = await _read_body(response)
+            finally:
+                await response.aclose()
+            yield [openai_events.answer_decoder(api)(answer, secrets=self._secrets)]
         except Exception as error:
-            yield [Failed(self._failure_of(error, params.api))]
+            yield [Failed(self._failure_of(error, api))]
 
     def _passthrough_body(self, params: PassthroughParams) -> tuple[dict[str, Any], bool]:
         """The body to send (the client's, with the resolved model and, for a chat stream,
@@ -306,9 +253,8 @@ class OpenAIChatUpstream:
             body["stream_options"] = {**(options or {}), "include_usage": True}
         return body, False
 
-    @asynccontextmanager
-    async def _post(self, path: str, body: dict[str, Any]) -> AsyncIterator[httpx2.Response]:
-        """The raw response to `body` posted to `path`, its body unread, closed on exit.
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx2.Response:
+        """The raw response to `body` posted to `path`, its body unread: the caller closes it.
 
         Through the SDK's documented low-level call (`client.post`, "undocumented endpoints"
         in its README): the same auth, retries, status errors and Azure deployment URLs as the
@@ -319,10 +265,7 @@ class OpenAIChatUpstream:
         stream = await self._client.post(
             path, body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[object]
         )
-        try:
-            yield stream.response
-        finally:
-            await stream.response.aclose()
+        return stream.response
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The upstream's model list; the default model alone where there is none (Azure lists
@@ -413,22 +356,6 @@ class BodyTooLarge(ValueError):
     """A non-streamed upstream body exceeded `_MAX_BODY_BYTES`."""
 
 
-def _unfinished() -> UpstreamUnavailable:
-    return UpstreamUnavailable("the upstream ended the stream without finishing")
-
-
-def _reads_of(response: httpx2.Response) -> Callable[[], Awaitable[bytes]]:
-    """The upstream body's reads as they arrive, `b""` at its end: straight from the connection
-    our transport hands over (`service.upstream.transport`), one await per network read;
-    from httpx2's `aiter_raw()` for a response that came another way. Nothing is decoded
-    either way: a compressed body is refused on its headers (`_refuse_compressed`)."""
-    read = body_reader(response)
-    if read is not None:
-        return read
-    chunks: AsyncIterator[bytes] = response.aiter_raw()
-    return partial(anext, chunks, b"")
-
-
 async def _read_body(response: httpx2.Response) -> bytes:
     """A whole (non-streamed) upstream body, refused once it exceeds `_MAX_BODY_BYTES`."""
     received = bytearray()
@@ -437,17 +364,6 @@ async def _read_body(response: httpx2.Response) -> bytes:
         if len(received) > _MAX_BODY_BYTES:
             raise BodyTooLarge(f"the upstream's answer exceeds {_MAX_BODY_BYTES} bytes")
     return bytes(received)
-
-
-async def _drain(read: Callable[[], Awaitable[bytes]]) -> None:
-    """Read what follows `[DONE]` (normally just the end of the chunked body) so the HTTP/1.1
-    connection goes back to the pool instead of being closed; a new TLS handshake would add to
-    the next stream's time to first token. Bounded: a server that keeps the body open after
-    `[DONE]` costs at most this long, then the connection is dropped."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(_DRAIN_SECONDS):
-            while await read():
-                pass
 
 
 def _transport_failure(error: BaseException) -> ServiceError:

@@ -23,7 +23,9 @@
   (`service.deadline`, outside, which bounds the whole wait).
 - **After the first content**, the deployment's own generator is handed out: `RoutedStream.
   __anext__` returns its `__anext__()` as it is, so a token costs one method call more than
-  with one upstream, and nothing about a stream is read after its first batch. A failure then
+  with one upstream, and nothing about a stream is read after its first batch; a stream pushed
+  from the socket (`service.push`) is the deployment's own, with nothing of the router's
+  between the read and the client. A failure then
   is the stream's, in-band; it neither moves the stream nor cools the deployment down.
 - **Cancellation**: every step runs in the task that reads the stream; a client that leaves
   cancels it at whichever `await` it is in, and no further deployment is asked.
@@ -56,6 +58,7 @@ from service.errors import (
     UpstreamUnavailable,
 )
 from service.events import Failed, Routed, UpstreamBatch
+from service.push import PushSource, UpstreamSink
 from service.upstream import openai_events
 from service.upstream.base import ChatUpstream
 from service.upstream.deployments import Deployment
@@ -342,6 +345,20 @@ class RoutedStream(AsyncGenerator[UpstreamBatch, None]):
 
     def asend(self, value: None) -> Coroutine[Any, Any, UpstreamBatch]:
         return self.__anext__()
+
+    # -- pushing (`service.push.PushSource`): the chosen deployment's own ---------------------
+
+    def push(self, sink: UpstreamSink) -> bool:
+        inner = self._inner
+        return isinstance(inner, PushSource) and inner.push(sink)
+
+    def pause(self) -> None:
+        if isinstance(self._inner, PushSource):
+            self._inner.pause()
+
+    def resume(self) -> None:
+        if isinstance(self._inner, PushSource):
+            self._inner.resume()
 
     async def athrow(self, *arguments: Any) -> UpstreamBatch:
         await self.aclose()

@@ -23,7 +23,10 @@ What it does, and no more, since it talks to one kind of server (an OpenAI-compa
   for each read of a body read through httpx2 (`_Body`, error bodies and whole answers). Reads
   of a stream (`body_reader`) are not timed here: the service's deadline watch bounds those
   silences (`service.deadline`).
-- **Bodies**: chunked, `Content-Length` or up to the end of the connection. Never decompressed
+- **Bodies**: read (`body_reader`: one `read()` per network read), or handed over as they
+  arrive (`body_source`'s `deliver`: the receiver is called from `data_received` itself, so a
+  streamed answer is relayed without waking a task per token, `service.push`). Chunked,
+  `Content-Length` or up to the end of the connection. Never decompressed
   (the service asks for `identity` and refuses anything else on its headers). At most
   `_BUFFERED_BYTES` wait unread before the socket stops being read, so a client that stops
   reading cannot make the service hold an upstream's whole answer.
@@ -46,6 +49,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol
 
 import httptools
 import httpx2
@@ -56,6 +60,39 @@ _BUFFERED_BYTES = 64 * 1024
 _MAX_HEAD_BYTES = 64 * 1024
 
 Origin = tuple[bytes, bytes, int]  # scheme, host, port
+
+
+class BodyReceiver(Protocol):
+    """Takes a response's body as it arrives (`BodySource.deliver`), called from the
+    connection's `data_received`: must not raise, and must not wait."""
+
+    def body_received(self, data: bytes) -> None:
+        """The bytes of the body one network read brought (never empty)."""
+        ...
+
+    def body_ended(self, error: Exception | None) -> None:
+        """The body is over: whole (None), or broken off (`httpx2.ReadError`, ...)."""
+        ...
+
+
+class BodySource(Protocol):
+    """A response body of this transport's, read or handed over as it arrives."""
+
+    async def read(self) -> bytes:
+        """What arrived since the last read (waiting for something); `b""` at the end."""
+        ...
+
+    def deliver(self, receiver: BodyReceiver | None) -> None:
+        """From now on, hand the body to `receiver` as it arrives, what arrived unread first
+        (at once, in this call); None: keep it for `read` again."""
+        ...
+
+    def pause_reading(self) -> None:
+        """Read nothing more from the socket until `resume_reading` (the receiver's consumer
+        cannot take more now)."""
+        ...
+
+    def resume_reading(self) -> None: ...
 
 
 class _Connection(asyncio.Protocol):
@@ -76,6 +113,8 @@ class _Connection(asyncio.Protocol):
         self._buffered = 0
         self._reading_paused = False
         self._waiter: asyncio.Future[None] | None = None
+        # Who takes the body as it arrives, when it is delivered rather than read.
+        self._receiver: BodyReceiver | None = None
         # Whether the body ends with the connection (no length, not chunked).
         self._until_close = False
         self.complete = False
@@ -105,6 +144,7 @@ class _Connection(asyncio.Protocol):
         if self._until_close and self._head is not None and self._head.done():
             self.complete = True  # the end of such a body is the end of the connection
             self._wake()
+            self._ended(None)
             return
         reason = exc or ConnectionResetError("the upstream closed the connection")
         error = httpx2.ReadError(str(reason) or type(reason).__name__)
@@ -143,6 +183,10 @@ class _Connection(asyncio.Protocol):
             self._head.set_result(status)
 
     def on_body(self, body: bytes) -> None:
+        receiver = self._receiver
+        if receiver is not None:  # delivered: the relay's whole work per token starts here
+            receiver.body_received(body)
+            return
         self._body.append(body)
         self._buffered += len(body)
         if self._buffered > _BUFFERED_BYTES and not self._reading_paused and self.transport:
@@ -161,6 +205,7 @@ class _Connection(asyncio.Protocol):
         # Asked here: httptools answers it only while the message is current.
         self._keep_alive = self._parser.should_keep_alive()
         self._wake()
+        self._ended(None)
 
     # -- the exchange ------------------------------------------------------------------------
 
@@ -170,6 +215,7 @@ class _Connection(asyncio.Protocol):
         self._head = self.loop.create_future()
         self.headers, self._head_bytes = [], 0
         self.complete = self.received_any = self._keep_alive = False
+        self._receiver = None
         self._body.clear()  # what the last exchange's reader left unread
         self._buffered = 0
         if self._reading_paused:
@@ -198,6 +244,37 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
+    def deliver(self, receiver: BodyReceiver | None) -> None:
+        self._receiver = receiver
+        if receiver is None:
+            return
+        if self._reading_paused:
+            self.resume_reading()  # paused for a full buffer, emptied here (the next read is later)
+        body = self._body
+        if body:
+            data = body.popleft() if len(body) == 1 else b"".join(body)
+            body.clear()
+            self._buffered = 0
+            receiver.body_received(data)
+        if self._receiver is receiver and (self.complete or self.error is not None):
+            self._ended(self.error if not self.complete else None)
+
+    def pause_reading(self) -> None:
+        if not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def _ended(self, error: Exception | None) -> None:
+        receiver = self._receiver
+        if receiver is not None:
+            self._receiver = None
+            receiver.body_ended(error)
+
     def reusable(self) -> bool:
         return (
             self.complete
@@ -219,6 +296,7 @@ class _Connection(asyncio.Protocol):
         if self._head is not None and not self._head.done():
             self._head.set_exception(error)
         self._wake()
+        self._ended(error)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -314,15 +392,44 @@ class _Pool:
         self._idle.clear()
 
 
-# The key of a response's connection in its `extensions`.
+# The keys of a response's connection, and of its body, in its `extensions`.
 _CONNECTION = "service.connection"
+_BODY = "service.body"
 
 
 def body_reader(response: httpx2.Response) -> Callable[[], Awaitable[bytes]] | None:
     """The body's `read()` (`b""` at the end) of a response this transport produced; None for
     any other (served by httpx2's own transport)."""
+    source = body_source(response)
+    return source.read if source is not None else None
+
+
+def body_source(response: httpx2.Response) -> BodySource | None:
+    """The body of a response this transport produced, to read or to have delivered; None for
+    any other (served by httpx2's own transport). Closing the response still ends the
+    exchange."""
     connection = response.extensions.get(_CONNECTION)
-    return connection.read if isinstance(connection, _Connection) else None
+    return connection if isinstance(connection, _Connection) else None
+
+
+def discard(response: httpx2.Response) -> None:
+    """End the exchange of a response that will not be closed (its owner was dropped): its
+    connection is closed, and its place in the pool given back."""
+    body = response.extensions.get(_BODY)
+    if isinstance(body, _Body):
+        body.discard()
+
+
+def release_when_complete(response: httpx2.Response, seconds: float) -> bool:
+    """End the exchange of a response whose body's content is over (an answer's `[DONE]`) once
+    the rest of it has arrived (normally just the end of a chunked body), so that its
+    connection goes back to the pool, without waiting for it here; past `seconds` the
+    connection is closed instead. False for a response this transport did not produce."""
+    body = response.extensions.get(_BODY)
+    if not isinstance(body, _Body):
+        return False
+    body.release_when_complete(seconds)
+    return True
 
 
 class HTTP1Transport(httpx2.AsyncBaseTransport):
@@ -363,12 +470,13 @@ class HTTP1Transport(httpx2.AsyncBaseTransport):
                 pool.release(connection)
                 raise
             break
+        body = _Body(pool, connection, timeout.get("read"))
         return httpx2.Response(
             status_code=status,
             headers=connection.headers,
-            stream=_Body(pool, connection, timeout.get("read")),
+            stream=body,
             request=request,
-            extensions={"http_version": b"HTTP/1.1", _CONNECTION: connection},
+            extensions={"http_version": b"HTTP/1.1", _CONNECTION: connection, _BODY: body},
         )
 
     async def _exchange(
@@ -443,6 +551,46 @@ class _Body(httpx2.AsyncByteStream):
             yield chunk
 
     async def aclose(self) -> None:
+        self.discard()
+
+    def discard(self) -> None:
         if not self._released:
             self._released = True
+            self._connection.deliver(None)
             self._pool.release(self._connection)
+
+    def release_when_complete(self, seconds: float) -> None:
+        connection = self._connection
+        if self._released or connection.complete or connection.error is not None:
+            self.discard()
+            return
+        self._released = True  # from now on, by the drainer
+        connection.deliver(_Drainer(self._pool, connection, seconds))
+
+
+class _Drainer:
+    """Receives (and drops) what is left of a body, then gives its connection back to the pool
+    (`release_when_complete`); closes it if the rest takes longer than `seconds`."""
+
+    def __init__(self, pool: _Pool, connection: _Connection, seconds: float) -> None:
+        self._pool = pool
+        self._connection = connection
+        self._timer: asyncio.TimerHandle | None = connection.loop.call_later(seconds, self._expired)
+
+    def body_received(self, data: bytes) -> None:
+        pass
+
+    def body_ended(self, error: Exception | None) -> None:
+        self._release()
+
+    def _expired(self) -> None:
+        self._timer = None
+        self._connection.deliver(None)
+        self._connection.close()  # not reusable: released closed
+        self._release()
+
+    def _release(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+        self._pool.release(self._connection)
