@@ -55,6 +55,7 @@ from service.events import (
 from service.settings import Settings
 from service.upstream import openai_events
 from service.upstream.answer_stream import AnswerStream, ChatDecoder, RelayDecoder
+from service.upstream.http_client import ServiceHTTPClient, needs_httpx_client
 from service.upstream.redaction import redact, safe_message
 from service.upstream.sse_decoder import EventTooLarge
 from service.upstream.transport import HTTP1Transport
@@ -88,17 +89,17 @@ def build_client(
             "response": [_refuse_compressed],
         },
     }
-    http_client = (
+    http_client: httpx2.AsyncClient
+    if settings.upstream_http_client != "builtin":
+        http_client = openai.DefaultAsyncHttpxClient(**transport_options)
+    else:
         # The SDK's connection limits; stream bodies read straight from the connection.
-        httpx2.AsyncClient(
-            transport=HTTP1Transport(
-                max_connections=_MAX_CONNECTIONS, keepalive_seconds=_KEEPALIVE_SECONDS
-            ),
-            **transport_options,
+        transport = HTTP1Transport(
+            max_connections=_MAX_CONNECTIONS, keepalive_seconds=_KEEPALIVE_SECONDS
         )
-        if settings.upstream_http_client == "builtin"
-        else openai.DefaultAsyncHttpxClient(**transport_options)
-    )
+        # httpx2's own client only for a proxy, which it mounts a transport for.
+        client_class = httpx2.AsyncClient if needs_httpx_client() else ServiceHTTPClient
+        http_client = client_class(transport=transport, **transport_options)
     if settings.provider == "azure":  # this module serves two entries of the provider table
         assert settings.azure_openai_endpoint
         assert settings.azure_openai_api_key
@@ -256,16 +257,15 @@ class OpenAIChatUpstream:
     async def _post(self, path: str, body: dict[str, Any]) -> httpx2.Response:
         """The raw response to `body` posted to `path`, its body unread: the caller closes it.
 
-        Through the SDK's documented low-level call (`client.post`, "undocumented endpoints"
-        in its README): the same auth, retries, status errors and Azure deployment URLs as the
-        typed methods, without their per-request walk of the parameters against the SDK's
-        TypedDicts (issue #16: ~80 µs of CPU per request), and without their typed chunks,
-        which would cost more per token than the service's whole budget
-        (`bench/parse_cost.py`). Azure's client builds the deployment URL from `model`."""
-        stream = await self._client.post(
-            path, body=body, cast_to=object, stream=True, stream_cls=openai.AsyncStream[object]
-        )
-        return stream.response
+        Through the SDK's documented low-level call for what the typed methods do not fit
+        (`client.post(..., cast_to=httpx.Response)`, "undocumented endpoints" in its README):
+        the same auth, retries, status errors and Azure deployment URLs as the typed methods,
+        without their per-request walk of the parameters against the SDK's TypedDicts (issue
+        #16: ~80 µs of CPU per request) or the response and stream wrappers it would build
+        around a body that is read here, and without their typed chunks, which would cost more
+        per token than the service's whole budget (`bench/parse_cost.py`). Azure's client builds
+        the deployment URL from `model`."""
+        return await self._client.post(path, body=body, cast_to=httpx2.Response, stream=True)
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The upstream's model list; the default model alone where there is none (Azure lists

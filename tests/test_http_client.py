@@ -1,0 +1,122 @@
+"""The SDK's HTTP client (`service.upstream.http_client`): the real `AsyncOpenAI` and
+`AsyncAzureOpenAI` send through it the very requests they send through httpx2's own client,
+over a recording transport (the transport is faked, never the SDK)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx2
+import openai
+import pytest
+
+from service.upstream.http_client import ServiceHTTPClient, needs_httpx_client
+
+IGNORED = {b"x-stainless-retry-count", b"idempotency-key"}  # differ request to request
+
+
+class Recording(httpx2.AsyncBaseTransport):
+    """Answers every request with a short event stream (and a cookie); keeps each request."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx2.Request] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        await request.aread()
+        self.requests.append(request)
+        return httpx2.Response(
+            200,
+            headers=[(b"content-type", b"text/event-stream"), (b"set-cookie", b"session=1")],
+            stream=httpx2.ByteStream(b"data: [DONE]\n\n"),
+            request=request,
+        )
+
+
+def options(hooks: list[str]) -> dict[str, Any]:
+    async def on_request(request: httpx2.Request) -> None:
+        hooks.append("request")
+
+    async def on_response(response: httpx2.Response) -> None:
+        hooks.append("response " + response.headers["content-type"])
+
+    return {
+        "timeout": openai.Timeout(60, connect=5),
+        "headers": {"Accept-Encoding": "identity"},
+        "follow_redirects": False,
+        "event_hooks": {"request": [on_request], "response": [on_response]},
+    }
+
+
+def seen(request: httpx2.Request) -> tuple[Any, ...]:
+    headers = sorted((k.lower(), v) for k, v in request.headers.raw if k.lower() not in IGNORED)
+    return request.method, str(request.url), headers, request.content, request.extensions
+
+
+async def sent_by(
+    client_class: type[httpx2.AsyncClient], azure: bool = False
+) -> tuple[list[httpx2.Request], list[str]]:
+    transport, hooks = Recording(), list[str]()
+    http = client_class(transport=transport, **options(hooks))
+    sdk: openai.AsyncOpenAI
+    if azure:
+        sdk = openai.AsyncAzureOpenAI(
+            azure_endpoint="https://example.openai.azure.com",
+            api_key="azure-key",
+            api_version="2024-10-21",
+            http_client=http,
+        )
+    else:
+        sdk = openai.AsyncOpenAI(api_key="key", base_url="http://127.0.0.1:9/v1", http_client=http)
+    body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    for _ in range(2):  # the second would carry the first's cookie, if kept
+        stream = await sdk.post(
+            "/chat/completions",
+            body=body,
+            cast_to=object,
+            stream=True,
+            stream_cls=openai.AsyncStream[object],
+        )
+        await stream.response.aclose()
+    async with sdk.models.with_streaming_response.list() as listed:  # a GET, no body
+        await listed.read()
+    await sdk.close()
+    return transport.requests, hooks
+
+
+@pytest.mark.parametrize("azure", [False, True], ids=["openai", "azure"])
+async def test_the_sdk_sends_what_it_sends_through_httpx2s_client(azure: bool) -> None:
+    ours, our_hooks = await sent_by(ServiceHTTPClient, azure)
+    theirs, their_hooks = await sent_by(httpx2.AsyncClient, azure)
+    assert [seen(request) for request in ours[:1] + ours[2:]] == [
+        seen(request) for request in theirs[:1] + theirs[2:]
+    ]
+    assert our_hooks == their_hooks == ["request", "response text/event-stream"] * 3
+    assert ours[0].extensions["timeout"] == {"connect": 5, "read": 60, "write": 60, "pool": 60}
+    # An upstream's cookie is not kept for the next request (another user's, maybe).
+    assert "cookie" not in ours[1].headers
+    assert "cookie" in theirs[1].headers
+
+
+async def test_anything_else_goes_through_httpx2s_own_methods() -> None:
+    transport, hooks = Recording(), list[str]()
+    async with ServiceHTTPClient(transport=transport, **options(hooks)) as http:
+        response = await http.post("http://127.0.0.1:9/form", data={"a": "1"}, auth=("u", "p"))
+    assert response.status_code == 200
+    assert transport.requests[0].content == b"a=1"
+    assert transport.requests[0].headers["authorization"].startswith("Basic ")
+    assert hooks == ["request", "response text/event-stream"]
+
+
+def test_a_proxy_in_the_environment_takes_httpx2s_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    assert not needs_httpx_client()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert needs_httpx_client()
