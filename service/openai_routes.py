@@ -28,8 +28,8 @@ from service.errors import ModelNotFound
 from service.http.stream_response import ChatStreamResponse
 from service.limits import check_size
 from service.openai_requests import parse_chat_completions, parse_responses
-from service.runtime import Runtime, RuntimeDep
-from service.streaming import CallerDep, read_body, respond
+from service.runtime import RuntimeDep
+from service.streaming import BEARER_SECURITY, CallerDep, caller_of, read_body, respond
 from service.wire.base import Encoder
 from service.wire.openai import (
     JSON_MEDIA_TYPE,
@@ -74,12 +74,14 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _openapi_body(description: str) -> dict[str, Any]:
+    """A relayed body's OpenAPI entries, and the bearer key the route reads by hand."""
     return {
         "requestBody": {
             "required": True,
             "description": description,
             "content": {JSON_MEDIA_TYPE: {"schema": _ANY_OBJECT}},
-        }
+        },
+        **BEARER_SECURITY,
     }
 
 
@@ -100,13 +102,12 @@ _RELAY_ROUTE: dict[str, Any] = {
 
 
 async def _relay_body(
-    http_request: Request,
-    runtime: Runtime,
-    caller: str | None,
-    parse: Callable[[bytes], PassthroughRequest],
+    http_request: Request, parse: Callable[[bytes], PassthroughRequest]
 ) -> ChatStreamResponse:
-    """Read, parse and check the body, then relay it."""
+    """Admit the caller (the key read by hand, `caller_of`: issue #16), read, parse and check
+    the body, then relay it."""
     received_at = time.perf_counter()
+    runtime, caller = caller_of(http_request)
     request = parse(await read_body(http_request, runtime.settings.max_body_bytes))
     check_size(request.size, runtime.settings)
     endpoint = "/v1/chat/completions" if request.api == "chat.completions" else "/v1/responses"
@@ -135,8 +136,8 @@ async def _relay_body(
     openapi_extra=_openapi_body("Any OpenAI chat completions body; passed to the upstream as is"),
     **_RELAY_ROUTE,
 )
-async def chat_completions(request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    return await _relay_body(request, runtime, caller, parse_chat_completions)
+async def chat_completions(request: Request) -> Response:
+    return await _relay_body(request, parse_chat_completions)
 
 
 @router.post(
@@ -145,8 +146,8 @@ async def chat_completions(request: Request, runtime: RuntimeDep, caller: Caller
     openapi_extra=_openapi_body("Any OpenAI Responses body; passed to the upstream as is"),
     **_RELAY_ROUTE,
 )
-async def responses(request: Request, runtime: RuntimeDep, caller: CallerDep) -> Response:
-    return await _relay_body(request, runtime, caller, parse_responses)
+async def responses(request: Request) -> Response:
+    return await _relay_body(request, parse_responses)
 
 
 _MODEL_OBJECT: dict[str, Any] = {

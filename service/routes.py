@@ -18,7 +18,7 @@ from service.runtime import RuntimeDep
 from service.schemas import openapi_request_body, parse_chat_request, validate_chat_request
 from service.streaming import (
     STREAM_ROUTE,
-    OpeningDep,
+    open_stream_request,
     read_body,
     refuse_unknown_parameters,
     stream_parameters,
@@ -38,7 +38,8 @@ _GET_FIELDS = {"message", "model", "temperature", "max_tokens"}
     summary="Stream a chat answer (SSE by default; NDJSON or plain text on request)",
     **STREAM_ROUTE,
 )
-async def chat_stream(request: Request, opening: OpeningDep) -> Response:
+async def chat_stream(request: Request) -> Response:
+    opening = open_stream_request(request)
     if opening.already_complete:
         return Response(status_code=204)
     refuse_unknown_parameters(request, _RESPONSE_OPTIONS | opening.resume_options)
@@ -54,7 +55,6 @@ async def chat_stream(request: Request, opening: OpeningDep) -> Response:
 )
 async def chat_stream_get(
     request: Request,
-    opening: OpeningDep,
     # Declared for validation and the OpenAPI document; read below through `validate_chat_request`
     # with the POST body's rules.
     message: Annotated[str, Query(min_length=1, description="The user's message")],
@@ -62,6 +62,7 @@ async def chat_stream_get(
     temperature: Annotated[float | None, Query(ge=0, le=2)] = None,
     max_tokens: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
+    opening = open_stream_request(request)
     if opening.already_complete:
         return Response(status_code=204)
     refuse_unknown_parameters(request, _RESPONSE_OPTIONS | _GET_FIELDS | opening.resume_options)

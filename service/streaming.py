@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import State
 
 from service.chat import OpenedStream
@@ -40,9 +41,8 @@ _CHUNKINGS: tuple[Chunking, ...] = ("token", "word")
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def admitted(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+def admitted(runtime: Runtime, token: str | None) -> str | None:
     """The caller's key id (None when keys are off); 401 without a valid key, 503 when draining."""
-    token = credentials.credentials if credentials else None  # None unless a Bearer token
     key_id = runtime.api_keys.identify(token)
     if runtime.shutdown.draining:
         raise server_shutting_down()
@@ -51,10 +51,29 @@ def admitted(runtime: Runtime, credentials: HTTPAuthorizationCredentials | None)
 
 # Dependencies are `async def`: a plain `def` would cost a thread pool hop per request.
 async def admit(request: Request, credentials: BearerDep) -> str | None:
-    return admitted(runtime_of(request.app), credentials)
+    return admitted(runtime_of(request.app), credentials.credentials if credentials else None)
 
 
 CallerDep = Annotated[str | None, Depends(admit)]
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer ...` header, else None: what `_bearer` (FastAPI's
+    `HTTPBearer`, without its automatic error) resolves, read by hand on the stream routes."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def caller_of(request: Request) -> tuple[Runtime, str | None]:
+    """`admit`, called by hand: the runtime, and the caller's key id (or the refusal)."""
+    runtime = runtime_of(request.app)
+    return runtime, admitted(runtime, bearer_token(request))
+
+
+# The OpenAPI entry of a route that reads the bearer key by hand (`caller_of`,
+# `open_stream_request`): FastAPI documents the scheme itself for the routes that keep it as a
+# dependency (`CallerDep`), which `/v1/models` always does.
+BEARER_SECURITY: dict[str, Any] = {"security": [{_bearer.scheme_name: []}]}
 
 # The stream routes' query parameters, for the OpenAPI document: `open_stream_request` reads
 # them itself (see there); `stream_parameters` picks a route's.
@@ -77,9 +96,9 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
 
 
 def stream_parameters(*names: str) -> dict[str, Any]:
-    """The `openapi_extra` entry documenting the stream query parameters `names` a route
-    takes (FastAPI adds them to the parameters it found itself)."""
-    return {"parameters": [_PARAMETERS[name] for name in names]}
+    """The `openapi_extra` entries documenting the stream query parameters `names` a route
+    takes (FastAPI adds them to the parameters it found itself), and its bearer key."""
+    return {"parameters": [_PARAMETERS[name] for name in names], **BEARER_SECURITY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +128,13 @@ class StreamOpening:
         return {"resumable"} if self.runtime.resume is not None else set()
 
 
-async def open_stream_request(request: Request, credentials: BearerDep) -> StreamOpening:
-    """Everything a stream route needs before its body, read from the request by hand: FastAPI
-    resolving each query parameter, header and the runtime as a dependency of its own cost
-    ~70 µs of CPU per request, a tenth of the whole request's budget (issue #16). Only the
-    bearer scheme stays a dependency, so the OpenAPI document still names it; a route documents
-    the parameters it takes with `stream_parameters`."""
-    runtime = runtime_of(request.app)
-    caller = admitted(runtime, credentials)
+def open_stream_request(request: Request) -> StreamOpening:
+    """Everything a stream route needs before its body, read from the request by hand, the
+    bearer key included: FastAPI resolving each query parameter, header, the key and the
+    runtime as dependencies of their own cost ~4% of the whole request's CPU (issue #16,
+    bench/RESULTS.md). A route documents the parameters it takes with `stream_parameters`, and
+    the key with `BEARER_SECURITY`."""
+    runtime, caller = caller_of(request)
     query = request.query_params
     chunking = query.get("chunking", "token")
     if chunking not in _CHUNKINGS:
@@ -146,7 +164,13 @@ def _resumable(request: Request) -> bool:
     return value == "true"
 
 
-OpeningDep = Annotated[StreamOpening, Depends(open_stream_request)]
+# For the routes off the hot path (the stream routes call `open_stream_request` themselves):
+# the bearer scheme as a dependency documents their key.
+async def _opening(request: Request, _documents_the_key: BearerDep) -> StreamOpening:
+    return open_stream_request(request)
+
+
+OpeningDep = Annotated[StreamOpening, Depends(_opening)]
 
 STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {

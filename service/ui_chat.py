@@ -25,7 +25,7 @@ from service.http.stream_response import ChatStreamResponse
 from service.schemas import describe_validation_error, inline_definitions
 from service.streaming import (
     STREAM_RESPONSES,
-    OpeningDep,
+    open_stream_request,
     read_body,
     refuse_unknown_parameters,
     stream_parameters,
@@ -117,7 +117,8 @@ def parse_ui_chat_request(body: bytes) -> UIChatRequest:
         },
     },
 )
-async def ui_chat(request: Request, opening: OpeningDep) -> Response:
+async def ui_chat(request: Request) -> Response:
+    opening = open_stream_request(request)
     refuse_unknown_parameters(request, {"chunking"} | opening.resume_options)
     body = await read_body(request, opening.runtime.settings.max_body_bytes)
     chat = parse_ui_chat_request(body)

@@ -60,6 +60,56 @@ def test_missing_or_wrong_key_is_the_same_401(
     assert upstream.exchanges == []
 
 
+# The other routes that read the key: the hot ones read it by hand, not through FastAPI's
+# bearer dependency (issue #16): the same rule, and their own error shapes.
+KEYED_ROUTES = [
+    (
+        "/api/chat",
+        {"messages": [{"id": "1", "role": "user", "parts": [{"type": "text", "text": "hi"}]}]},
+    ),
+    ("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/responses", {"model": "m", "input": "hi"}),
+]
+
+
+@pytest.mark.parametrize(
+    "authorization", ["", "Bearer wrong", "Basic Zmlyc3Q=", "Bearer", "first-service-key"]
+)
+@pytest.mark.parametrize(("path", "body"), KEYED_ROUTES, ids=[path for path, _ in KEYED_ROUTES])
+def test_every_keyed_route_refuses_a_missing_or_wrong_key(
+    guarded: RunningService,
+    upstream: FakeUpstream,
+    path: str,
+    body: dict[str, object],
+    authorization: str,
+) -> None:
+    headers = {"authorization": authorization} if authorization else {}
+    response = httpx.post(guarded.base_url + path, json=body, headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert "a valid API key is required" in response.json()["error"]["message"]
+    assert upstream.exchanges == []
+
+
+def test_the_scheme_is_case_insensitive(guarded: RunningService, upstream: FakeUpstream) -> None:
+    upstream.queue(Reply(pieces=answer_pieces([" ok"])))
+    response, _ = stream_chat(
+        guarded.base_url, {"prompt": "hi"}, headers={"authorization": "bearer first-service-key"}
+    )
+    assert response.status_code == 200
+
+
+def test_every_keyed_route_documents_the_bearer_key(service_factory: ServiceFactory) -> None:
+    running = service_factory(service_api_keys=KEYS, docs_enabled=True)
+    document = httpx.get(running.base_url + "/openapi.json").json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    open_paths = {"/healthz", "/readyz", "/metrics"}
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            expected = None if path in open_paths else [{"HTTPBearer": []}]
+            assert operation.get("security") == expected, (method, path)
+
+
 def test_each_configured_key_works(guarded: RunningService, upstream: FakeUpstream) -> None:
     for key in KEYS.split(","):
         upstream.queue(Reply(pieces=answer_pieces([" ok"])))
