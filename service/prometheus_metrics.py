@@ -14,7 +14,10 @@ table; a model not named in the configuration (`DEFAULT_MODEL`, `METRICS_MODELS`
 fixed sets in the code.
 
 Nothing here runs per token: `StreamRecorder` keeps timestamps and counts while a stream runs,
-and `stream_finished` turns them into observations once. Under several worker processes
+and `stream_finished` turns them into observations once, into the labelled series of its kind
+of stream, looked up once per kind (`_StreamSeries`): prometheus-client's `labels()` checks and
+looks up its values on every call, and a stream's end called it eight times, ~4% of the CPU of
+a request (issue #16). Under several worker processes
 (`WORKERS`, `service.workers`) prometheus-client's multiprocess mode keeps each worker's values
 in files under `PROMETHEUS_MULTIPROC_DIR`, and `exposition` sums them over all workers.
 """
@@ -97,6 +100,7 @@ class PrometheusMetrics:
     def __init__(self, settings: Settings) -> None:
         self.registry = CollectorRegistry()
         self._models = settings.metrics_model_names
+        self._series: dict[tuple[str, ...], _StreamSeries] = {}
         self._multiprocess_directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         registry = self.registry
 
@@ -211,29 +215,31 @@ class PrometheusMetrics:
             recorder.endpoint,
             recorder.wire_format,
         )
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = _StreamSeries(self, labels)
         outcome, error_type = recorder.outcome or "error", recorder.error_type or ""
-        self.streams.labels(*labels, outcome, error_type).inc()
+        count, duration = series.ended(outcome, error_type)
+        count.inc()
         assert recorder.ended_at is not None
-        self.request_duration.labels(*labels, outcome, error_type).observe(
-            recorder.ended_at - recorder.received_at
-        )
+        duration.observe(recorder.ended_at - recorder.received_at)
         first = recorder.first_text_at
         if first is not None:
-            self.time_to_first_token.labels(*labels).observe(first - recorder.received_at)
+            series.time_to_first_token.observe(first - recorder.received_at)
             if recorder.upstream_started_at is not None:
                 upstream_started = recorder.upstream_started_at
-                self.time_to_first_chunk.labels(*labels).observe(first - upstream_started)
+                series.time_to_first_chunk.observe(first - upstream_started)
                 # (first - received) - (first - upstream_started), as in the `end` event.
-                self.overhead.labels(*labels).observe(upstream_started - recorder.received_at)
+                series.overhead.observe(upstream_started - recorder.received_at)
         decode = recorder.decode()
         if decode is not None:
-            self.time_per_output_token.labels(*labels).observe(decode[0] / decode[1])
+            series.time_per_output_token.observe(decode[0] / decode[1])
         if recorder.usage is not None:
-            self.token_usage.labels(*labels[:4], "input").observe(recorder.usage.prompt_tokens)
+            series.input_tokens.observe(recorder.usage.prompt_tokens)
         if recorder.usage is not None or recorder.text_deltas:
-            self.token_usage.labels(*labels[:4], "output").observe(recorder.output_tokens)
+            series.output_tokens.observe(recorder.output_tokens)
         if recorder.heartbeats:
-            self.heartbeats.labels(*labels).inc(recorder.heartbeats)
+            series.heartbeats.inc(recorder.heartbeats)
         if outcome == "cancelled":
             self.cancellations.labels(*labels, _cancellation_phase(recorder)).inc()
 
@@ -249,6 +255,49 @@ class PrometheusMetrics:
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
+
+
+class _StreamSeries:
+    """The labelled series one kind of stream (operation, provider, model, endpoint, format)
+    is observed into: looked up in each metric once (module docstring)."""
+
+    __slots__ = (
+        "_by_ending",
+        "_labels",
+        "_metrics",
+        "heartbeats",
+        "input_tokens",
+        "output_tokens",
+        "overhead",
+        "time_per_output_token",
+        "time_to_first_chunk",
+        "time_to_first_token",
+    )
+
+    def __init__(self, metrics: PrometheusMetrics, labels: tuple[str, ...]) -> None:
+        self._metrics = metrics
+        self._labels = labels
+        self.time_to_first_token = metrics.time_to_first_token.labels(*labels)
+        self.time_to_first_chunk = metrics.time_to_first_chunk.labels(*labels)
+        self.overhead = metrics.overhead.labels(*labels)
+        self.time_per_output_token = metrics.time_per_output_token.labels(*labels)
+        self.input_tokens = metrics.token_usage.labels(*labels[:4], "input")
+        self.output_tokens = metrics.token_usage.labels(*labels[:4], "output")
+        self.heartbeats = metrics.heartbeats.labels(*labels)
+        # (outcome, error type) -> the stream count and request duration series.
+        self._by_ending: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+    def ended(self, outcome: str, error_type: str) -> tuple[Counter, Histogram]:
+        """The stream count and duration series of streams that ended so (a few kinds each)."""
+        ending = (outcome, error_type)
+        found = self._by_ending.get(ending)
+        if found is None:
+            metrics, labels = self._metrics, self._labels
+            found = self._by_ending[ending] = (
+                metrics.streams.labels(*labels, *ending),
+                metrics.request_duration.labels(*labels, *ending),
+            )
+        return found
 
 
 def _cancellation_phase(recorder: StreamRecorder) -> str:

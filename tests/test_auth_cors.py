@@ -106,7 +106,9 @@ def test_every_keyed_route_documents_the_bearer_key(service_factory: ServiceFact
     open_paths = {"/healthz", "/readyz", "/metrics"}
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
-            expected = None if path in open_paths else [{"HTTPBearer": []}]
+            expected: list[dict[str, list[str]]] | None = (
+                None if path in open_paths else [{"HTTPBearer": []}]
+            )
             assert operation.get("security") == expected, (method, path)
 
 
