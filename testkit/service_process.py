@@ -8,10 +8,12 @@ the caller passes, so nothing leaks in from the developer's shell. The caller st
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -112,3 +114,23 @@ def stop_and_collect(process: subprocess.Popen[str]) -> tuple[str, str]:
     stop_process(process)
     stdout, stderr = process.communicate()
     return stdout or "", stderr or ""
+
+
+def json_log_lines(output: str) -> list[dict[str, Any]]:
+    """The service's JSON log lines in a process's output (uvicorn's own lines are not JSON)."""
+    entries = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if isinstance(entry, dict):
+                entries.append(entry)
+    return entries
+
+
+def stream_outcomes(output: str) -> list[tuple[str | None, str | None]]:
+    """(outcome, error type) of each stream summary line (`service.streams`) in `output`."""
+    return [
+        (entry.get("outcome"), entry.get("error_type"))
+        for entry in json_log_lines(output)
+        if entry.get("logger") == "service.streams"
+    ]

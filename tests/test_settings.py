@@ -9,7 +9,11 @@ import pytest
 from pydantic import ValidationError
 
 from service.settings import Settings
-from testkit.service_process import run_service_until_exit, start_service_process
+from testkit.service_process import (
+    run_service_until_exit,
+    start_service_process,
+    stream_outcomes,
+)
 from testkit.services import TEST_KEY, make_settings
 from testkit.sse_client import answer_text, read_events
 
@@ -107,7 +111,7 @@ def test_python_m_service_streams_the_demo_answer_with_no_key(tmp_path: Path) ->
         process.terminate()
         _, stderr = process.communicate(timeout=20)
     assert "demo model" in stderr
-    assert '"outcome": "completed"' in stderr
+    assert stream_outcomes(stderr) == [("completed", None)]
 
 
 def test_every_setting_is_in_the_env_example() -> None:

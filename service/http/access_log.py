@@ -5,8 +5,8 @@ logged: an EventSource client's prompt (`?message=...`), or a key someone put in
 (issue #11). The service logs requests itself instead (uvicorn's is turned off in
 `service.server`):
 
-    {"message": "request", "method": "GET", "path": "/api/chat/stream", "status": 200,
-     "duration_ms": 1577.0, "stream_id": "chat-..."}
+    {"message":"request","method":"GET","path":"/api/chat/stream","status":200,
+     "duration_ms":1577.0,"stream_id":"chat-..."}
 
 `path` is the ASGI `path` (no query string), `status` the status the service sent (null if the
 client left before any), `duration_ms` runs to the end of the response (the end of the stream),
