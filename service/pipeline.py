@@ -31,7 +31,7 @@ from service.deadline import Deadline
 from service.errors import ServiceError
 from service.events import Failed, ResponseBatch, StreamFailed, UpstreamBatch
 from service.metrics import StreamRecorder
-from service.push import PushSource, ResponseSink
+from service.push import PushSource, ResponseSink, UpstreamSink, pushable
 from service.relay import Relay
 
 
@@ -43,6 +43,7 @@ class ChatStream:
         "_first",
         "_loop",
         "_over",
+        "_pushed_upstream",
         "_reader",
         "_rechunker",
         "_recorder",
@@ -68,8 +69,9 @@ class ChatStream:
         self._over = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: asyncio.Task[object] | None = None
-        # The response's sink while the stream is pushed.
+        # The response's sink while the stream is pushed, and the upstream pushing it.
         self._writer: ResponseSink | None = None
+        self._pushed_upstream: PushSource[UpstreamSink] | None = None
 
     def __aiter__(self) -> ChatStream:
         return self
@@ -138,9 +140,9 @@ class ChatStream:
     def push(self, writer: ResponseSink) -> bool:
         """Hand the rest of the stream to `writer` from the upstream's socket callbacks; False
         (nothing changed) when the upstream cannot push, or before the first read: pull then."""
-        upstream = self._upstream
+        upstream = self._pushed_upstream = pushable(self._upstream)
         loop = self._loop
-        if self._over or loop is None or not isinstance(upstream, PushSource):
+        if self._over or loop is None or upstream is None:
             return False
         deadline = self._deadline
         self._writer = writer
@@ -208,13 +210,13 @@ class ChatStream:
         """The client's buffer is full: read nothing more, and count no silence, until
         `resume`."""
         self._deadline.read_started_at = None
-        if isinstance(self._upstream, PushSource):
-            self._upstream.pause()
+        if self._pushed_upstream is not None:
+            self._pushed_upstream.pause()
 
     def resume(self) -> None:
         loop = self._loop
         if self._writer is None or loop is None:
             return
         self._deadline.read_started_at = loop.time()
-        if isinstance(self._upstream, PushSource):
-            self._upstream.resume()
+        if self._pushed_upstream is not None:
+            self._pushed_upstream.resume()

@@ -27,7 +27,7 @@ pulling.
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, cast
 
 from service.events import ResponseBatch, UpstreamBatch
 
@@ -49,7 +49,6 @@ class UpstreamSink(Protocol):
 SinkT_contra = TypeVar("SinkT_contra", contravariant=True)
 
 
-@runtime_checkable
 class PushSource(Protocol[SinkT_contra]):
     """A stream that can push the rest of its batches into a sink, and be paused meanwhile."""
 
@@ -64,6 +63,13 @@ class PushSource(Protocol[SinkT_contra]):
         ...
 
     def resume(self) -> None: ...
+
+
+def pushable(stream: object) -> PushSource[Any] | None:
+    """`stream` when it can push (it has `push`, and so `pause` and `resume`), else None. An
+    attribute test: `isinstance` against a runtime-checkable protocol walks every member on
+    each call, a measurable part of a request (issue #16)."""
+    return cast("PushSource[Any]", stream) if hasattr(stream, "push") else None
 
 
 class ResponseSink(Protocol):

@@ -66,7 +66,7 @@ from service.errors import InternalError, ServiceError, server_shutting_down
 from service.events import ResponseBatch, ResponseBatches, StreamEnded, StreamFailed
 from service.http.server_protocol import DIRECT_BODY, DirectBody
 from service.outcomes import Delivery
-from service.push import PushSource
+from service.push import PushSource, ResponseSink, pushable
 from service.settings import Settings
 from service.wire.base import Encoder
 
@@ -156,6 +156,8 @@ class ChatStreamResponse(Response):
         so by itself); `render_error` gives an error before the first event its shape (the
         endpoint family's: `service.error_responses`)."""
         self._events = events
+        # The events as a source that can push them, when they are one (`service.push`).
+        self._pushable: PushSource[ResponseSink] | None = pushable(events)
         self._render_error = render_error
         self._encoder = encoder
         self._heartbeat_seconds = timing.heartbeat_seconds
@@ -311,7 +313,7 @@ class ChatStreamResponse(Response):
                 self._writing_since = loop_time()
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 self._last_write_at, self._writing_since = loop_time(), None
-            if self._direct is not None and isinstance(self._events, PushSource):
+            if self._direct is not None and self._pushable is not None:
                 end = await self._pushed()
                 if end is not None:
                     body = end
@@ -334,11 +336,11 @@ class ChatStreamResponse(Response):
         """Have the rest of the stream pushed, and wait for its last write (returned); None,
         with nothing changed, when it cannot be (then read it)."""
         direct = self._direct
-        events = self._events
+        events = self._pushable
         loop = self._loop
         assert direct is not None
         assert loop is not None
-        if not direct.can_write() or not isinstance(events, PushSource):
+        if not direct.can_write() or events is None:
             self._direct = None
             return None
         end: asyncio.Future[bytes] = loop.create_future()
@@ -377,9 +379,8 @@ class ChatStreamResponse(Response):
             now = self._last_write_at = loop.time()
             if not writable and self._writing_since is None:
                 self._writing_since = now  # the send timeout counts from here
-                events = self._events
-                if isinstance(events, PushSource):
-                    events.pause()
+                if self._pushable is not None:
+                    self._pushable.pause()
         except Exception as error:  # an OSError: the client is gone; else a bug
             end.set_exception(error)
 
@@ -395,9 +396,8 @@ class ChatStreamResponse(Response):
             return
         self._writing_since = None
         self._last_write_at = self._loop.time()
-        events = self._events
-        if isinstance(events, PushSource):
-            events.resume()
+        if self._pushable is not None:
+            self._pushable.resume()
 
     # -- interruptions -----------------------------------------------------------------------
 
@@ -460,9 +460,8 @@ class ChatStreamResponse(Response):
         try:
             if not direct.write(heartbeat) and not end.done():
                 self._writing_since = now
-                events = self._events
-                if isinstance(events, PushSource):
-                    events.pause()
+                if self._pushable is not None:
+                    self._pushable.pause()
         except OSError:
             self._interrupt("client_left")
             return

@@ -11,7 +11,8 @@ follows a redirect, so `ServiceHTTPClient` does just what remains, and hands any
 (another caller's form data, an auth flow) to httpx2's own methods:
 
 - `build_request`: the client's default headers, overridden by the request's (by name, as
-  `Headers.update` does), and the timeout as the transport's `timeout` extension;
+  `Headers.update` does), the timeout as the transport's `timeout` extension, and the URL
+  parsed once (an `httpx2.URL` is immutable; the SDK sends the same few);
 - `send`: the request hooks, the transport, the response hooks; the body read when not streamed.
 
 Cookies an upstream sets are not kept: one user's upstream cookie must not ride on another's
@@ -27,6 +28,9 @@ from typing import Any
 
 import httpx2
 from httpx2 import USE_CLIENT_DEFAULT
+
+# At most this many parsed URLs are kept (a URL with a query string would make each new).
+_URLS_KEPT = 64
 
 
 def needs_httpx_client() -> bool:
@@ -44,6 +48,8 @@ class ServiceHTTPClient(httpx2.AsyncClient):
         # The client's default headers, raw, and its timeout as the transport reads it.
         self._default_headers = list(self.headers.raw)
         self._default_timeout = self.timeout.as_dict()
+        # The URLs requests went to, parsed (a few: the deployments' endpoints).
+        self._urls: dict[str, httpx2.URL] = {}
 
     def build_request(
         self,
@@ -96,6 +102,13 @@ class ServiceHTTPClient(httpx2.AsyncClient):
             timeouts = self._default_timeout
         else:
             timeouts = httpx2.Timeout(timeout).as_dict()
+        if isinstance(url, str):
+            parsed = self._urls.get(url)
+            if parsed is None:
+                if len(self._urls) >= _URLS_KEPT:
+                    self._urls.clear()
+                parsed = self._urls[url] = httpx2.URL(url)
+            url = parsed
         return httpx2.Request(
             method, url, content=content, headers=merged + given, extensions={"timeout": timeouts}
         )

@@ -58,7 +58,7 @@ from service.errors import (
     UpstreamUnavailable,
 )
 from service.events import Failed, Routed, UpstreamBatch
-from service.push import PushSource, UpstreamSink
+from service.push import UpstreamSink, pushable
 from service.upstream import openai_events
 from service.upstream.base import ChatUpstream
 from service.upstream.deployments import Deployment
@@ -349,16 +349,18 @@ class RoutedStream(AsyncGenerator[UpstreamBatch, None]):
     # -- pushing (`service.push.PushSource`): the chosen deployment's own ---------------------
 
     def push(self, sink: UpstreamSink) -> bool:
-        inner = self._inner
-        return isinstance(inner, PushSource) and inner.push(sink)
+        inner = pushable(self._inner)
+        return inner is not None and inner.push(sink)
 
     def pause(self) -> None:
-        if isinstance(self._inner, PushSource):
-            self._inner.pause()
+        inner = pushable(self._inner)
+        if inner is not None:
+            inner.pause()
 
     def resume(self) -> None:
-        if isinstance(self._inner, PushSource):
-            self._inner.resume()
+        inner = pushable(self._inner)
+        if inner is not None:
+            inner.resume()
 
     async def athrow(self, *arguments: Any) -> UpstreamBatch:
         await self.aclose()
