@@ -31,6 +31,7 @@ from service.events import (
     TextDelta,
     Usage,
 )
+from service.wire.payloads import json_object
 
 
 class StoredError(ServiceError):
@@ -46,7 +47,7 @@ class StoredError(ServiceError):
 
 
 def _json(fields: dict[str, Any]) -> str:
-    return json.dumps(fields, separators=(",", ":"))
+    return json_object(fields).decode()
 
 
 def pack(event: ResponseEvent) -> str:

@@ -12,6 +12,8 @@ import json
 from json.encoder import encode_basestring, encode_basestring_ascii
 from typing import Any
 
+import msgspec
+
 from service.events import ResponseEvent, StreamEnded, StreamFailed, StreamStarted, TextDelta
 
 # The objects above, for the OpenAPI document.
@@ -37,8 +39,17 @@ def json_string(text: str) -> bytes:
         return encode_basestring_ascii(text).encode()
 
 
+_encode_object = msgspec.json.Encoder().encode
+
+
 def json_object(fields: dict[str, Any]) -> bytes:
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
+    """`fields` as compact JSON in UTF-8: by msgspec (a stream's start and end objects, an error
+    body: a few per request, issue #16), by the standard library with `\\u` escapes for what
+    msgspec cannot encode (a lone surrogate in an upstream's message, say)."""
+    try:
+        return _encode_object(fields)
+    except (UnicodeEncodeError, msgspec.EncodeError, OverflowError, TypeError):
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def delta_payload(text: str) -> bytes:

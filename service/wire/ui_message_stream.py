@@ -19,7 +19,6 @@ the UI names its log line. Heartbeats are SSE comments, which the SDK's parser s
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from service.events import (
@@ -31,7 +30,7 @@ from service.events import (
     TextDelta,
 )
 from service.wire.base import WireFormat
-from service.wire.payloads import json_string
+from service.wire.payloads import json_object, json_string
 from service.wire.sse import DONE, HEARTBEAT
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ FINISH_REASONS = {
 
 def chunk(fields: dict[str, Any]) -> bytes:
     """One UI message chunk as an SSE event."""
-    return b"data: " + json.dumps(fields, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + json_object(fields) + b"\n\n"
 
 
 def delta_chunk(kind: bytes, part_id: bytes, text: str) -> bytes:
