@@ -94,6 +94,11 @@ def create_app(
 
     docs = resolved.serve_docs
     app = FastAPI(
+        # FastAPI's own request telemetry is off: the service traces its streams itself
+        # (`service.traces`, on its own provider), and the native one, unused, still looked
+        # up the global OpenTelemetry providers on every request (1.4% of its CPU, issue #16).
+        # opentelemetry-instrument's FastAPI instrumentation is a middleware, not this.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         title="LLM chat streaming service",
         version="0.1.0",
         lifespan=lifespan,
