@@ -197,6 +197,8 @@ STREAM_ROUTE: dict[str, Any] = {
 
 def refuse_unknown_parameters(request: Request, allowed: set[str]) -> None:
     """Nothing a client sends is silently ignored: a misspelt parameter is a 422 naming it."""
+    if not request.scope["query_string"]:
+        return  # the usual POST: nothing to parse
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
         raise InvalidRequest(
@@ -213,16 +215,19 @@ def refuse_unknown_parameters(request: Request, allowed: set[str]) -> None:
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit`: from its declared
     `Content-Length`, or while a chunked body arrives (so it is never held in memory whole)."""
-    too_large = PayloadTooLarge(f"the request body exceeds {limit} bytes (MAX_BODY_BYTES)")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise too_large
+        raise _too_large(limit)
     received = bytearray()
     async for chunk in request.stream():
         received += chunk
         if len(received) > limit:
-            raise too_large
+            raise _too_large(limit)
     return bytes(received)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body exceeds {limit} bytes (MAX_BODY_BYTES)")
 
 
 async def stream_response(
