@@ -41,12 +41,12 @@ MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 def create_served_app() -> FastAPI:
     """The app as `python -m service` serves it, in each worker: configured from the
-    environment, draining on SIGTERM."""
+    environment, draining on SIGTERM, its startup objects frozen (`create_app`)."""
     from service.app import create_app  # after `metrics_directory` set up the environment
 
     settings = Settings()
     configure_logging(settings.log_level)
-    return create_app(settings, drain_on_signals=True)
+    return create_app(settings, drain_on_signals=True, freeze_after_startup=True)
 
 
 @cache
