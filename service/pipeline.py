@@ -43,6 +43,7 @@ class ChatStream:
         "_first",
         "_loop",
         "_over",
+        "_paused",
         "_pushed_upstream",
         "_reader",
         "_rechunker",
@@ -72,6 +73,8 @@ class ChatStream:
         # The response's sink while the stream is pushed, and the upstream pushing it.
         self._writer: ResponseSink | None = None
         self._pushed_upstream: PushSource[UpstreamSink] | None = None
+        # The client's full buffer has the upstream paused: no silence is counted meanwhile.
+        self._paused = False
 
     def __aiter__(self) -> ChatStream:
         return self
@@ -142,8 +145,8 @@ class ChatStream:
         (nothing changed) when the upstream cannot push, or before the first read: pull then."""
         upstream = self._pushed_upstream = pushable(self._upstream)
         loop = self._loop
-        if self._over or loop is None or upstream is None:
-            return False
+        if self._over or loop is None or upstream is None or self._deadline.expired is not None:
+            return False  # (a bound passed while the first batch went out: reading ends it)
         deadline = self._deadline
         self._writer = writer
         deadline.on_expired = self._expired
@@ -161,7 +164,8 @@ class ChatStream:
         try:
             loop = self._loop
             assert loop is not None
-            self._deadline.read_started_at = loop.time()  # the next read starts
+            if not self._paused:  # what one read brought, batch after batch, while paused
+                self._deadline.read_started_at = loop.time()  # the next read starts
             out = self._relay.told(batch)
             if out and type(out[-1]) is StreamFailed:
                 self._stop_pushing()
@@ -209,12 +213,14 @@ class ChatStream:
     def pause(self) -> None:
         """The client's buffer is full: read nothing more, and count no silence, until
         `resume`."""
+        self._paused = True
         self._deadline.read_started_at = None
         if self._pushed_upstream is not None:
             self._pushed_upstream.pause()
 
     def resume(self) -> None:
         loop = self._loop
+        self._paused = False
         if self._writer is None or loop is None:
             return
         self._deadline.read_started_at = loop.time()

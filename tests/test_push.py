@@ -38,10 +38,15 @@ class Socket:
         self.gone = asyncio.Event()
         # The connection drops as the next write is made (the server sees it before the app).
         self.drops_at_next_write = False
+        # The first body message waits this long to be accepted (a client slow at first).
+        self.first_body_delay = 0.0
         self.writable: Callable[[], None] | None = None
 
     # The app's `send` (the start goes through it) and the server's own (the last write).
     async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and self.first_body_delay:
+            delay, self.first_body_delay = self.first_body_delay, 0.0
+            await asyncio.sleep(delay)
         self.messages.append(message)
         if message["type"] == "http.response.body":
             self.written.append(("send", message.get("body", b"")))
@@ -75,6 +80,21 @@ class Socket:
 
     def ways(self) -> list[str]:
         return [way for way, _ in self.written]
+
+
+class Grace:
+    """A `CutOff` whose shutdown grace the test ends (`expire`)."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def on_grace_expired(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self.callbacks.append(callback)
+        return lambda: self.callbacks.remove(callback)
+
+    def expire(self) -> None:
+        for callback in list(self.callbacks):
+            callback()
 
 
 class Encoder(SSEEncoder):
@@ -115,17 +135,19 @@ def run(
     script: Callable[[], Coroutine[Any, Any, None]],
     *,
     idle_seconds: float = 30,
+    max_seconds: float = 60,
     send_timeout_seconds: float = 5,
     heartbeat_seconds: float = 15,
     encoder: SSEEncoder | None = None,
     word_chunks: bool = False,
     direct: bool = True,
+    cut_off: Grace | None = None,
 ) -> list[Delivery]:
     """Stream `upstream` to `socket` while `script` makes its reads; how it ended."""
     finished: list[Delivery] = []
     stream = bounded(
         upstream,
-        max_seconds=60,
+        max_seconds=max_seconds,
         idle_seconds=idle_seconds,
         rechunker=WordRechunker() if word_chunks else None,
     )
@@ -134,6 +156,7 @@ def run(
         encoder or Encoder(),
         timing=StreamTiming(heartbeat_seconds, send_timeout_seconds),
         on_finish=finished.append,
+        cut_off=cut_off,
     )
     scope = {**SCOPE, "extensions": {DIRECT_BODY: socket}} if direct else SCOPE
 
@@ -256,6 +279,54 @@ def test_a_client_whose_buffer_is_full_is_not_upstream_silence() -> None:
 
     assert run(upstream, socket, script, idle_seconds=0.1) == ["delivered"]
     assert b"upstream_timeout" not in socket.body
+
+
+def test_reads_that_arrive_while_paused_are_not_the_end_of_the_silence() -> None:
+    """One upstream read can hold several events, each a batch of its own: while the client's
+    full buffer has the upstream paused, none of them restarts the idle bound's count."""
+    upstream, socket = SocketUpstream(), Socket()
+
+    async def script() -> None:
+        await first_read(upstream)
+        socket.full = True
+        upstream.arrive(text("b"))  # fills the buffer: paused
+        upstream.arrive(text("c"))  # the rest of the same read
+        await asyncio.sleep(0.4)
+        socket.drain()
+        finish(upstream)
+
+    assert run(upstream, socket, script, idle_seconds=0.1) == ["delivered"]
+    assert b"upstream_timeout" not in socket.body
+    assert b'"content":"c"' in socket.body
+
+
+def test_a_bound_passed_while_the_first_batch_went_out_still_ends_the_stream() -> None:
+    upstream, socket = SocketUpstream(), Socket()
+    socket.first_body_delay = 0.3  # the stream's deadline (0.1 s) passes during this write
+
+    async def script() -> None:
+        upstream.arrive(text("a"))
+
+    assert run(upstream, socket, script, max_seconds=0.1) == ["delivered"]
+    assert b'"type":"stream_deadline"' in socket.body
+    assert upstream.sink is None  # never pushed: the bound was already passed
+    assert upstream.closed
+
+
+def test_a_shutdown_as_the_end_comes_still_sends_the_end() -> None:
+    """The grace running out in the same turn of the loop as the terminal batch arrives: the
+    stream's own end goes out, not a shutdown error after a lost end."""
+    upstream, socket, grace = SocketUpstream(), Socket(), Grace()
+
+    async def script() -> None:
+        await first_read(upstream)
+        finish(upstream)  # the terminal batch resolves the response's last write...
+        grace.expire()  # ...and the shutdown interrupts its task before it runs
+
+    assert run(upstream, socket, script, cut_off=grace) == ["shutdown"]
+    assert b"event: end\n" in socket.body
+    assert b"server_shutting_down" not in socket.body
+    assert socket.body.endswith(b"data: [DONE]\n\n")
 
 
 def test_a_client_that_leaves_while_pushed_stops_it() -> None:

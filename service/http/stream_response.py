@@ -188,8 +188,10 @@ class ChatStreamResponse(Response):
         self._direct: DirectBody | None = None
         # A heartbeat being written; the stream's task writes nothing until it is done.
         self._beating: asyncio.Task[None] | None = None
-        # While pushed: resolved with the last write (the terminal batch and the end marker).
+        # While pushed: resolved with the last write (the terminal batch and the end marker);
+        # kept in `_last_write` if an interruption came as it was resolved.
         self._pushed_end: asyncio.Future[bytes] | None = None
+        self._last_write: bytes | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         delivery: Delivery = "internal_error"
@@ -316,6 +318,7 @@ class ChatStreamResponse(Response):
             if self._direct is not None and self._pushable is not None:
                 end = await self._pushed()
                 if end is not None:
+                    self._terminal_sent = True  # the terminal event goes in this last write
                     body = end
                     break
             try:
@@ -355,6 +358,9 @@ class ChatStreamResponse(Response):
             self._pushed_end = None  # nothing more is written from the callbacks
             direct.when_writable(None)
             self._writing_since = None
+            if end.done() and not end.cancelled() and end.exception() is None:
+                # Interrupted (shutdown) as the terminal batch came: the end still goes out.
+                self._last_write = end.result()
 
     def batch(self, batch: ResponseBatch) -> None:
         """A batch, from the upstream's socket callback (`service.push.ResponseSink`)."""
@@ -366,8 +372,7 @@ class ChatStreamResponse(Response):
             encode = encoder.encode
             body = encode(batch[0]) if len(batch) == 1 else b"".join(map(encode, batch))
             if type(batch[-1]) in _TERMINAL:
-                self._terminal_sent = True
-                end.set_result(body + encoder.close())
+                end.set_result(body + encoder.close())  # written by the stream's task
                 return
             if not body:
                 return
@@ -507,7 +512,9 @@ class ChatStreamResponse(Response):
         if self._closed or not self._started:
             return
         body = b""
-        if notice:
+        if notice and self._last_write is not None:
+            body = self._last_write  # the stream's own end, which was about to go out
+        elif notice:
             body = b"" if self._terminal_sent else self._encoder.encode(StreamFailed(error))
             body += self._encoder.close()
         try:

@@ -293,9 +293,10 @@ class AnswerStream(AsyncGenerator[UpstreamBatch, None]):
         sink.end()
 
     def _stop_pushing(self) -> None:
-        self._sink = None
-        if self._source is not None:
-            self._source.deliver(None)
+        if self._sink is not None:
+            self._sink = None
+            if self._source is not None:
+                self._source.deliver(None)
 
     def pause(self) -> None:
         if self._source is not None:
@@ -317,6 +318,8 @@ class AnswerStream(AsyncGenerator[UpstreamBatch, None]):
     async def aclose(self) -> None:
         self._state = _OVER
         self._stop_pushing()
+        # Released from here on: the connection may soon serve another request.
+        self._source = None
         response, self._response = self._response, None
         if response is None:
             return
