@@ -18,6 +18,7 @@ from service.runtime import RuntimeDep
 from service.schemas import openapi_request_body, parse_chat_request, validate_chat_request
 from service.streaming import (
     STREAM_ROUTE,
+    OpeningDep,
     open_stream_request,
     read_body,
     refuse_unknown_parameters,
@@ -50,11 +51,14 @@ async def chat_stream(request: Request) -> Response:
 @router.get(
     "/api/chat/stream",
     summary="Stream a chat answer for EventSource (the same events; one user message)",
-    openapi_extra=stream_parameters("format", "chunking"),
+    openapi_extra=stream_parameters("format", "chunking", key_read_by_hand=False),
     **STREAM_ROUTE,
 )
 async def chat_stream_get(
     request: Request,
+    # A dependency here (not read by hand as on POST): resolved before the query parameters
+    # below are validated, so a client without a key gets its 401 before any 422.
+    opening: OpeningDep,
     # Declared for validation and the OpenAPI document; read below through `validate_chat_request`
     # with the POST body's rules.
     message: Annotated[str, Query(min_length=1, description="The user's message")],
@@ -62,7 +66,6 @@ async def chat_stream_get(
     temperature: Annotated[float | None, Query(ge=0, le=2)] = None,
     max_tokens: Annotated[int | None, Query(ge=1)] = None,
 ) -> Response:
-    opening = open_stream_request(request)
     if opening.already_complete:
         return Response(status_code=204)
     refuse_unknown_parameters(request, _RESPONSE_OPTIONS | _GET_FIELDS | opening.resume_options)

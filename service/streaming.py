@@ -95,10 +95,12 @@ _PARAMETERS: dict[str, dict[str, Any]] = {
 }
 
 
-def stream_parameters(*names: str) -> dict[str, Any]:
+def stream_parameters(*names: str, key_read_by_hand: bool = True) -> dict[str, Any]:
     """The `openapi_extra` entries documenting the stream query parameters `names` a route
-    takes (FastAPI adds them to the parameters it found itself), and its bearer key."""
-    return {"parameters": [_PARAMETERS[name] for name in names], **BEARER_SECURITY}
+    takes (FastAPI adds them to the parameters it found itself), and its bearer key when the
+    route reads it by hand (FastAPI documents it for a route with `OpeningDep`)."""
+    parameters = {"parameters": [_PARAMETERS[name] for name in names]}
+    return {**parameters, **BEARER_SECURITY} if key_read_by_hand else parameters
 
 
 @dataclass(frozen=True, slots=True)

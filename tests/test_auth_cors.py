@@ -91,6 +91,15 @@ def test_every_keyed_route_refuses_a_missing_or_wrong_key(
     assert upstream.exchanges == []
 
 
+def test_a_get_without_a_key_is_refused_before_its_query_is_checked(
+    guarded: RunningService, upstream: FakeUpstream
+) -> None:
+    """No key and no `message`: the 401, not a 422 that tells a stranger how to ask."""
+    response = httpx.get(guarded.base_url + "/api/chat/stream")
+    assert response.status_code == 401
+    assert upstream.exchanges == []
+
+
 def test_the_scheme_is_case_insensitive(guarded: RunningService, upstream: FakeUpstream) -> None:
     upstream.queue(Reply(pieces=answer_pieces([" ok"])))
     response, _ = stream_chat(

@@ -53,7 +53,9 @@ def seen(request: httpx2.Request) -> tuple[Any, ...]:
 
 
 async def sent_by(
-    client_class: type[httpx2.AsyncClient], azure: bool = False
+    client_class: type[httpx2.AsyncClient],
+    azure: bool = False,
+    base_url: str = "http://127.0.0.1:9/v1",
 ) -> tuple[list[httpx2.Request], list[str]]:
     transport, hooks = Recording(), list[str]()
     http = client_class(transport=transport, **options(hooks))
@@ -95,6 +97,16 @@ async def test_the_sdk_sends_what_it_sends_through_httpx2s_client(azure: bool) -
     # An upstream's cookie is not kept for the next request (another user's, maybe).
     assert "cookie" not in ours[1].headers
     assert "cookie" in theirs[1].headers
+
+
+async def test_a_base_url_with_credentials_is_sent_as_through_httpx2s_client() -> None:
+    """httpx2 would turn a URL's `user:password@` into Basic auth; the SDK leaves them out of
+    the URLs it sends, through either client."""
+    with_credentials = "http://user:secret@127.0.0.1:9/v1"
+    ours, _ = await sent_by(ServiceHTTPClient, base_url=with_credentials)
+    theirs, _ = await sent_by(httpx2.AsyncClient, base_url=with_credentials)
+    assert [seen(request) for request in ours[:1]] == [seen(request) for request in theirs[:1]]
+    assert ours[0].url.userinfo == b""
 
 
 async def test_anything_else_goes_through_httpx2s_own_methods() -> None:

@@ -13,7 +13,9 @@ follows a redirect, so `ServiceHTTPClient` does just what remains, and hands any
 - `build_request`: the client's default headers, overridden by the request's (by name, as
   `Headers.update` does), the timeout as the transport's `timeout` extension, and the URL
   parsed once (an `httpx2.URL` is immutable; the SDK sends the same few);
-- `send`: the request hooks, the transport, the response hooks; the body read when not streamed.
+- `send`: the request hooks, the transport, the response hooks; the body read when not streamed
+  (a request with an auth flow goes through httpx2's; the SDK itself leaves a base URL's
+  `user:password@` out of the URLs it sends).
 
 Cookies an upstream sets are not kept: one user's upstream cookie must not ride on another's
 request. A response's `elapsed` is not measured (nothing reads it). With a proxy in the
@@ -34,8 +36,9 @@ _URLS_KEPT = 64
 
 
 def needs_httpx_client() -> bool:
-    """Whether the environment names a proxy (the variables httpx2 reads with `trust_env`)."""
-    proxies = urllib.request.getproxies_environment()
+    """Whether the environment (or the system, where it has settings) names a proxy, as httpx2
+    reads it with `trust_env`."""
+    proxies = urllib.request.getproxies()
     return any(scheme in proxies for scheme in ("http", "https", "all"))
 
 
