@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from service.chunking import WordRechunker
@@ -41,6 +41,21 @@ async def events_of(stream: ChatStream) -> list[ResponseEvent]:
 
 def flat(batches: list[ResponseBatch]) -> list[ResponseEvent]:
     return [event for batch in batches for event in batch]
+
+
+class Grace:
+    """A shutdown's `CutOff` (`service.http.stream_response`) whose grace the test ends."""
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def on_grace_expired(self, callback: Callable[[], None]) -> Callable[[], None]:
+        self.callbacks.append(callback)
+        return lambda: self.callbacks.remove(callback)
+
+    def expire(self) -> None:
+        for callback in list(self.callbacks):
+            callback()
 
 
 class SocketUpstream(AsyncGenerator[UpstreamBatch, None]):

@@ -22,7 +22,7 @@ from service.http.server_protocol import DIRECT_BODY
 from service.http.stream_response import ChatStreamResponse, StreamTiming
 from service.outcomes import Delivery
 from service.wire.sse import SSEEncoder
-from testkit.pipelines import SocketUpstream, bounded
+from testkit.pipelines import Grace, SocketUpstream, bounded
 
 SCOPE: dict[str, Any] = {"type": "http", "method": "POST", "path": "/api/chat/stream"}
 
@@ -80,21 +80,6 @@ class Socket:
 
     def ways(self) -> list[str]:
         return [way for way, _ in self.written]
-
-
-class Grace:
-    """A `CutOff` whose shutdown grace the test ends (`expire`)."""
-
-    def __init__(self) -> None:
-        self.callbacks: list[Callable[[], None]] = []
-
-    def on_grace_expired(self, callback: Callable[[], None]) -> Callable[[], None]:
-        self.callbacks.append(callback)
-        return lambda: self.callbacks.remove(callback)
-
-    def expire(self) -> None:
-        for callback in list(self.callbacks):
-            callback()
 
 
 class Encoder(SSEEncoder):

@@ -25,6 +25,7 @@ from service.http.stream_response import ChatStreamResponse, StreamTiming
 from service.outcomes import Delivery
 from service.wire.sse import SSEEncoder
 from service.wire.text import TextEncoder
+from testkit.pipelines import Grace
 
 METRICS = StreamMetrics(
     ttft_ms=1.0, upstream_ttft_ms=1.0, tokens_per_second=None, output_tokens=1, duration_ms=2.0
@@ -270,21 +271,6 @@ def test_heartbeats_while_the_upstream_is_silent_mid_stream() -> None:
     assert len(beats) == len(pings)
     assert bodies[0].startswith(b"id: s:0\nevent: start")  # the first batch, heartbeats, the rest
     assert b'"content":"b"' in bodies[len(pings) + 1]
-
-
-class Grace:
-    """A `CutOff` whose grace the test ends."""
-
-    def __init__(self) -> None:
-        self.callbacks: list[Callable[[], None]] = []
-
-    def on_grace_expired(self, callback: Callable[[], None]) -> Callable[[], None]:
-        self.callbacks.append(callback)
-        return lambda: self.callbacks.remove(callback)
-
-    def expire(self) -> None:
-        for callback in list(self.callbacks):
-            callback()
 
 
 def cut_stream(grace: Grace, events: AsyncGenerator[ResponseBatch, None]) -> Make:
