@@ -120,9 +120,7 @@ class ChatStream:
                 if out and type(out[-1]) is StreamFailed:
                     self._over = True
                     deadline.stop()
-            rechunker = self._rechunker
-            if rechunker is not None:
-                out = rechunker.cut(out)
+            out = self._cut(out)
             if out:
                 return out
         raise StopAsyncIteration
@@ -179,7 +177,7 @@ class ChatStream:
         writer = self._writer
         if writer is None:
             return
-        self._stop_pushing()
+        self._writer = None  # (`_end` ends the rest)
         try:
             self._hand(writer, self._end())
         except Exception as error:
@@ -198,10 +196,13 @@ class ChatStream:
         except Exception as failure:
             writer.failed(failure)
 
-    def _hand(self, writer: ResponseSink, out: ResponseBatch) -> None:
+    def _cut(self, out: ResponseBatch) -> ResponseBatch:
+        """`out` re-cut on words, when asked for (possibly empty: text held back)."""
         rechunker = self._rechunker
-        if rechunker is not None:
-            out = rechunker.cut(out)
+        return out if rechunker is None else rechunker.cut(out)
+
+    def _hand(self, writer: ResponseSink, out: ResponseBatch) -> None:
+        out = self._cut(out)
         if out:
             writer.batch(out)
 

@@ -374,20 +374,23 @@ class ChatStreamResponse(Response):
             if type(batch[-1]) in _TERMINAL:
                 end.set_result(body + encoder.close())  # written by the stream's task
                 return
-            if not body:
-                return
-            direct = self._direct
-            loop = self._loop
-            assert direct is not None
-            assert loop is not None
-            writable = direct.write(body)
-            now = self._last_write_at = loop.time()
-            if not writable and self._writing_since is None:
-                self._writing_since = now  # the send timeout counts from here
-                if self._pushable is not None:
-                    self._pushable.pause()
+            if body:
+                assert self._loop is not None
+                self._write_now(body, self._loop.time())
         except Exception as error:  # an OSError: the client is gone; else a bug
             end.set_exception(error)
+
+    def _write_now(self, body: bytes, now: float) -> None:
+        """Write `body` at once, while pushed; a client buffer found full pauses the upstream
+        until it drains (`_writable`), and the send timeout counts from then. Raises the
+        server's `OSError` once the client is gone."""
+        direct = self._direct
+        assert direct is not None
+        if not direct.write(body) and self._writing_since is None:
+            self._writing_since = now
+            if self._pushable is not None:
+                self._pushable.pause()
+        self._last_write_at = now
 
     def failed(self, error: Exception) -> None:
         """Relaying broke (`service.push.ResponseSink`): ended as a failure when reading."""
@@ -458,19 +461,11 @@ class ChatStreamResponse(Response):
 
     def _beat_now(self, heartbeat: bytes, now: float) -> None:
         """A heartbeat written at once, while pushed (nothing else writes now)."""
-        direct = self._direct
-        end = self._pushed_end
-        assert direct is not None
-        assert end is not None
         try:
-            if not direct.write(heartbeat) and not end.done():
-                self._writing_since = now
-                if self._pushable is not None:
-                    self._pushable.pause()
+            self._write_now(heartbeat, now)
         except OSError:
             self._interrupt("client_left")
             return
-        self._last_write_at = now
         self._heartbeat_sent()
 
     async def _beat(self, heartbeat: bytes) -> None:

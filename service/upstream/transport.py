@@ -189,9 +189,8 @@ class _Connection(asyncio.Protocol):
             return
         self._body.append(body)
         self._buffered += len(body)
-        if self._buffered > _BUFFERED_BYTES and not self._reading_paused and self.transport:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        if self._buffered > _BUFFERED_BYTES:
+            self.pause_reading()
         waiter = self._waiter  # `_wake`, inlined: once per token
         if waiter is not None:
             self._waiter = None
@@ -218,9 +217,7 @@ class _Connection(asyncio.Protocol):
         self._receiver = None
         self._body.clear()  # what the last exchange's reader left unread
         self._buffered = 0
-        if self._reading_paused:
-            self._reading_paused = False
-            self.transport.resume_reading()
+        self.resume_reading()
         self.transport.write(request)
         return self._head
 
@@ -235,29 +232,26 @@ class _Connection(asyncio.Protocol):
                 raise self.error
             waiter = self._waiter = self.loop.create_future()
             await waiter
-        data = body.popleft() if len(body) == 1 else b"".join(body)
-        if len(body) > 1:
-            body.clear()
-        self._buffered = 0 if not body else self._buffered - len(data)
-        if self._reading_paused and self.transport is not None:
-            self._reading_paused = False
-            self.transport.resume_reading()
-        return data
+        return self._take_body()
 
     def deliver(self, receiver: BodyReceiver | None) -> None:
         self._receiver = receiver
         if receiver is None:
             return
-        if self._reading_paused:
-            self.resume_reading()  # paused for a full buffer, emptied here (the next read is later)
-        body = self._body
-        if body:
-            data = body.popleft() if len(body) == 1 else b"".join(body)
-            body.clear()
-            self._buffered = 0
-            receiver.body_received(data)
+        if self._body:
+            receiver.body_received(self._take_body())
         if self._receiver is receiver and (self.complete or self.error is not None):
             self._ended(self.error if not self.complete else None)
+
+    def _take_body(self) -> bytes:
+        """All of the body that waits unread (not empty), and the socket read again if a full
+        buffer had stopped it (the next read comes later, from the loop)."""
+        body = self._body
+        data = body.popleft() if len(body) == 1 else b"".join(body)
+        body.clear()
+        self._buffered = 0
+        self.resume_reading()
+        return data
 
     def pause_reading(self) -> None:
         if not self._reading_paused and self.transport is not None:
