@@ -10,7 +10,10 @@ import httpx2
 import openai
 import pytest
 
+from service.domain import ChatMessage, CompletionParams, PassthroughParams
 from service.upstream.http_client import ServiceHTTPClient, needs_httpx_client
+from service.upstream.openai_chat import OpenAIChatUpstream
+from testkit.services import make_settings
 
 IGNORED = {b"x-stainless-retry-count", b"idempotency-key"}  # differ request to request
 
@@ -107,6 +110,57 @@ async def test_a_base_url_with_credentials_is_sent_as_through_httpx2s_client() -
     theirs, _ = await sent_by(httpx2.AsyncClient, base_url=with_credentials)
     assert [seen(request) for request in ours[:1]] == [seen(request) for request in theirs[:1]]
     assert ours[0].url.userinfo == b""
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    [
+        "http://127.0.0.1:9/v1",
+        "http://127.0.0.1:9/v1/",
+        "http://127.0.0.1:9",
+        "http://[::1]:9/proxy/openai/v1",
+        "https://example.com/v1",
+    ],
+)
+async def test_the_service_posts_where_the_sdks_typed_methods_post(base_url: str) -> None:
+    """The service hands the SDK whole URLs and its client's own options (issue #16): the
+    requests are those of `chat.completions.create` and `responses.create`, whatever the base
+    URL's shape."""
+
+    async def sent(typed: bool) -> list[httpx2.Request]:
+        transport = Recording()
+        sdk = openai.AsyncOpenAI(
+            api_key="key",
+            base_url=base_url,
+            max_retries=0,
+            http_client=ServiceHTTPClient(transport=transport, **options([])),
+        )
+        if typed:
+            chat = await sdk.chat.completions.create(
+                model="gpt",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            await chat.response.aclose()
+            answer = await sdk.responses.create(model="gpt", input="hi", stream=True)
+            await answer.response.aclose()
+        else:
+            upstream = OpenAIChatUpstream(make_settings(openai_api_key="key"), sdk)
+            params = CompletionParams("gpt", (ChatMessage("user", "hi"),))
+            async for _ in upstream.stream(params):
+                pass
+            body = {"model": "gpt", "input": "hi", "stream": True}
+            async for _ in upstream.passthrough(PassthroughParams("responses", body, "gpt", True)):
+                pass
+        await sdk.close()
+        return transport.requests
+
+    ours, theirs = await sent(typed=False), await sent(typed=True)
+    assert [(r.method, str(r.url)) for r in ours] == [(r.method, str(r.url)) for r in theirs]
+    assert [seen(r)[2] for r in ours] == [seen(r)[2] for r in theirs]
+    assert [r.extensions for r in ours] == [r.extensions for r in theirs]
+    assert [r.url.path.split("/")[-1] for r in ours] == ["completions", "responses"]
 
 
 async def test_anything_else_goes_through_httpx2s_own_methods() -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx2
 import openai
+from openai import RequestOptions
 
 from service.domain import CompletionParams, OpenAIApi, PassthroughParams
 from service.errors import (
@@ -122,6 +123,16 @@ def build_client(
     )
 
 
+# The paths `_post` sends to.
+_PATHS = ("/chat/completions", "/responses")
+
+
+def _joined(base_url: httpx2.URL, path: str) -> str:
+    """The URL the SDK sends `path` to, as its client joins it to `base_url` (which it always
+    ends with a slash) on each request."""
+    return str(base_url.copy_with(raw_path=base_url.raw_path + path.lstrip("/").encode()))
+
+
 def _retry_counter(on_retry: Callable[[], None]) -> Callable[[httpx2.Request], Awaitable[None]]:
     """An HTTP client hook that calls `on_retry` for each request the SDK repeats. The SDK
     numbers its attempts in the `x-stainless-retry-count` header of each request it sends
@@ -174,6 +185,18 @@ class OpenAIChatUpstream:
             + ", or use /v1/chat/completions"
         )
         self._client = client or build_client(settings)
+        # What `_post` hands the SDK besides the path and body (see there, issue #16).
+        self._options: RequestOptions = {
+            "params": {},
+            "headers": {},
+            "max_retries": self._client.max_retries,
+            "timeout": self._client.timeout,
+        }
+        self._urls = (
+            {}
+            if isinstance(self._client, openai.AsyncAzureOpenAI)
+            else {path: _joined(self._client.base_url, path) for path in _PATHS}
+        )
         self._include_usage = settings.upstream_include_usage
         self._secrets = tuple(
             secret.get_secret_value()
@@ -264,8 +287,18 @@ class OpenAIChatUpstream:
         #16: ~80 µs of CPU per request) or the response and stream wrappers it would build
         around a body that is read here, and without their typed chunks, which would cost more
         per token than the service's whole budget (`bench/parse_cost.py`). Azure's client builds
-        the deployment URL from `model`."""
-        return await self._client.post(path, body=body, cast_to=httpx2.Response, stream=True)
+        the deployment URL from `model`, so it is given the path; any other client the whole
+        URL, which its `post` takes as it is (as for a next page's URL) instead of joining it to
+        the base URL again. The options the SDK would otherwise fill with copies of its
+        defaults are given as the client's own values (issue #16: both ~2% of the
+        instructions of a request)."""
+        return await self._client.post(
+            self._urls.get(path, path),
+            body=body,
+            cast_to=httpx2.Response,
+            stream=True,
+            options=self._options,
+        )
 
     async def list_models(self) -> list[dict[str, Any]]:
         """The upstream's model list; the default model alone where there is none (Azure lists
