@@ -25,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 from service.domain import PassthroughRequest
 from service.error_responses import OPENAI_PREFIX, openai_error_response
 from service.errors import ModelNotFound
+from service.http.request_route import RequestRoute
 from service.http.stream_response import ChatStreamResponse
 from service.limits import check_size
 from service.openai_requests import parse_chat_completions, parse_responses
@@ -38,7 +39,8 @@ from service.wire.openai import (
     RelayedEventsEncoder,
 )
 
-router = APIRouter(prefix=OPENAI_PREFIX, tags=["OpenAI API"])
+# The relay routes read their request by hand: called directly (service.http.request_route).
+router = APIRouter(prefix=OPENAI_PREFIX, tags=["OpenAI API"], route_class=RequestRoute)
 
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 _ERROR_OBJECT: dict[str, Any] = {

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
+from service.http.request_route import RequestRoute
 from service.runtime import RuntimeDep
 from service.schemas import openapi_request_body, parse_chat_request, validate_chat_request
 from service.streaming import (
@@ -26,7 +27,8 @@ from service.streaming import (
     stream_response,
 )
 
-router = APIRouter()
+# The stream routes read their request by hand: called directly (service.http.request_route).
+router = APIRouter(route_class=RequestRoute)
 
 STATIC = Path(__file__).parent / "static"
 _RESPONSE_OPTIONS = {"format", "chunking"}

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.responses import Response
 
 from service.domain import ChatMessage, StreamRequest
+from service.http.request_route import RequestRoute
 from service.http.stream_response import ChatStreamResponse
 from service.schemas import describe_validation_error, inline_definitions
 from service.streaming import (
@@ -33,7 +34,8 @@ from service.streaming import (
 )
 from service.wire.ui_message_stream import FORMAT
 
-router = APIRouter()
+# Its route reads its request by hand: called directly (service.http.request_route).
+router = APIRouter(route_class=RequestRoute)
 
 IGNORED_PARTS = frozenset({"step-start", "reasoning"})
 
