@@ -4,6 +4,7 @@ over a recording transport (the transport is faked, never the SDK)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx2
@@ -55,6 +56,19 @@ def seen(request: httpx2.Request) -> tuple[Any, ...]:
     return request.method, str(request.url), headers, request.content, request.extensions
 
 
+AZURE_ENDPOINT = "https://example.openai.azure.com"
+
+
+def azure_client(http: httpx2.AsyncClient, **options: Any) -> openai.AsyncAzureOpenAI:
+    return openai.AsyncAzureOpenAI(
+        azure_endpoint=AZURE_ENDPOINT,
+        api_key="azure-key",
+        api_version="2024-10-21",
+        http_client=http,
+        **options,
+    )
+
+
 async def sent_by(
     client_class: type[httpx2.AsyncClient],
     azure: bool = False,
@@ -64,14 +78,9 @@ async def sent_by(
     http = client_class(transport=transport, **options(hooks))
     sdk: openai.AsyncOpenAI
     if azure:
-        sdk = openai.AsyncAzureOpenAI(
-            azure_endpoint="https://example.openai.azure.com",
-            api_key="azure-key",
-            api_version="2024-10-21",
-            http_client=http,
-        )
+        sdk = azure_client(http)
     else:
-        sdk = openai.AsyncOpenAI(api_key="key", base_url="http://127.0.0.1:9/v1", http_client=http)
+        sdk = openai.AsyncOpenAI(api_key="key", base_url=base_url, http_client=http)
     body = {"model": "gpt", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     for _ in range(2):  # the second would carry the first's cookie, if kept
         stream = await sdk.post(
@@ -103,13 +112,31 @@ async def test_the_sdk_sends_what_it_sends_through_httpx2s_client(azure: bool) -
 
 
 async def test_a_base_url_with_credentials_is_sent_as_through_httpx2s_client() -> None:
-    """httpx2 would turn a URL's `user:password@` into Basic auth; the SDK leaves them out of
-    the URLs it sends, through either client."""
+    """The SDK keeps a base URL's `user:password@` in the URLs it sends; httpx2's client turns
+    them into Basic auth (in place of the key's Bearer), and so does the service's."""
     with_credentials = "http://user:secret@127.0.0.1:9/v1"
     ours, _ = await sent_by(ServiceHTTPClient, base_url=with_credentials)
     theirs, _ = await sent_by(httpx2.AsyncClient, base_url=with_credentials)
     assert [seen(request) for request in ours[:1]] == [seen(request) for request in theirs[:1]]
-    assert ours[0].url.userinfo == b""
+    assert ours[0].url.userinfo == b"user:secret"
+    assert ours[0].headers["authorization"] == "Basic dXNlcjpzZWNyZXQ="
+
+
+async def typed_chat(sdk: openai.AsyncOpenAI) -> None:
+    """One streamed chat through the SDK's typed method, as the service's own asks for it."""
+    chat = await sdk.chat.completions.create(
+        model="gpt",
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    await chat.response.aclose()
+
+
+async def service_chat(upstream: OpenAIChatUpstream) -> None:
+    """The same chat through the service's upstream, read to its end."""
+    async for _ in upstream.stream(CompletionParams("gpt", (ChatMessage("user", "hi"),))):
+        pass
 
 
 @pytest.mark.parametrize(
@@ -136,20 +163,12 @@ async def test_the_service_posts_where_the_sdks_typed_methods_post(base_url: str
             http_client=ServiceHTTPClient(transport=transport, **options([])),
         )
         if typed:
-            chat = await sdk.chat.completions.create(
-                model="gpt",
-                messages=[{"role": "user", "content": "hi"}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            await chat.response.aclose()
+            await typed_chat(sdk)
             answer = await sdk.responses.create(model="gpt", input="hi", stream=True)
             await answer.response.aclose()
         else:
             upstream = OpenAIChatUpstream(make_settings(openai_api_key="key"), sdk)
-            params = CompletionParams("gpt", (ChatMessage("user", "hi"),))
-            async for _ in upstream.stream(params):
-                pass
+            await service_chat(upstream)
             body = {"model": "gpt", "input": "hi", "stream": True}
             async for _ in upstream.passthrough(PassthroughParams("responses", body, "gpt", True)):
                 pass
@@ -161,6 +180,57 @@ async def test_the_service_posts_where_the_sdks_typed_methods_post(base_url: str
     assert [seen(r)[2] for r in ours] == [seen(r)[2] for r in theirs]
     assert [r.extensions for r in ours] == [r.extensions for r in theirs]
     assert [r.url.path.split("/")[-1] for r in ours] == ["completions", "responses"]
+
+
+class FailingTwice(Recording):
+    """Answers 500 twice (asking for a 1 ms wait), then as `Recording` does."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        answer = await super().handle_async_request(request)
+        if len(self.requests) > 2:
+            return answer
+        return httpx2.Response(
+            500,
+            headers=[(b"content-type", b"application/json"), (b"retry-after-ms", b"1")],
+            content=b'{"error": {"message": "try again", "type": "server_error"}}',
+            request=request,
+        )
+
+
+@pytest.mark.parametrize("azure", [False, True], ids=["openai", "azure"])
+async def test_the_service_retries_as_the_sdks_typed_methods_do(azure: bool) -> None:
+    """The request options the service passes are the client's own: the same attempts, retry
+    counts and timeouts as a typed call's, for both clients."""
+
+    async def sent(typed: bool) -> list[httpx2.Request]:
+        transport = FailingTwice()
+        http = ServiceHTTPClient(transport=transport, **options([]))
+        sdk: openai.AsyncOpenAI
+        if azure:
+            sdk = azure_client(http, max_retries=2)
+            settings = make_settings(
+                azure_openai_endpoint=AZURE_ENDPOINT,
+                azure_openai_api_key="azure-key",
+                azure_openai_deployment="gpt",
+            )
+        else:
+            sdk = openai.AsyncOpenAI(api_key="key", max_retries=2, http_client=http)
+            settings = make_settings(openai_api_key="key")
+        if typed:
+            await typed_chat(sdk)
+        else:
+            await service_chat(OpenAIChatUpstream(settings, sdk))
+        await sdk.close()
+        return transport.requests
+
+    def attempt(request: httpx2.Request) -> tuple[Any, ...]:
+        method, url, headers, content, extensions = seen(request)
+        return method, url, headers, json.loads(content), extensions  # keys in any order
+
+    ours, theirs = await sent(typed=False), await sent(typed=True)
+    assert len(ours) == len(theirs) == 3
+    assert [attempt(r) for r in ours] == [attempt(r) for r in theirs]
+    assert [r.headers["x-stainless-retry-count"] for r in ours] == ["0", "1", "2"]
 
 
 async def test_anything_else_goes_through_httpx2s_own_methods() -> None:

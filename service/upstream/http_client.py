@@ -14,8 +14,8 @@ follows a redirect, so `ServiceHTTPClient` does just what remains, and hands any
   `Headers.update` does), the timeout as the transport's `timeout` extension, and the URL
   parsed once (an `httpx2.URL` is immutable; the SDK sends the same few);
 - `send`: the request hooks, the transport, the response hooks; the body read when not streamed
-  (a request with an auth flow goes through httpx2's; the SDK itself leaves a base URL's
-  `user:password@` out of the URLs it sends).
+  (a request with an auth flow goes through httpx2's, and so does one to a URL with
+  `user:password@`, which the SDK keeps from its base URL and httpx2 turns into Basic auth).
 
 Cookies an upstream sets are not kept: one user's upstream cookie must not ride on another's
 request. A response's `elapsed` is not measured (nothing reads it). With a proxy in the
@@ -124,7 +124,7 @@ class ServiceHTTPClient(httpx2.AsyncClient):
         auth: Any = USE_CLIENT_DEFAULT,
         follow_redirects: Any = USE_CLIENT_DEFAULT,
     ) -> httpx2.Response:
-        if auth is not USE_CLIENT_DEFAULT and auth is not None:
+        if (auth is not USE_CLIENT_DEFAULT and auth is not None) or request.url.userinfo:
             return await super().send(request, stream=stream, auth=auth)
         if self.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
