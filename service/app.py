@@ -18,6 +18,7 @@ from service.chat import ChatService
 from service.deployment_metrics import DeploymentMetrics
 from service.error_responses import install_error_handlers
 from service.http.access_log import AccessLog
+from service.http.request_route import refuse_hidden_dependencies
 from service.http.stream_response import STREAM_ID_HEADER
 from service.limits import StreamLimits
 from service.prometheus_metrics import PrometheusMetrics
@@ -143,6 +144,7 @@ def create_app(
     )
     for router in routers:
         app.include_router(router)
+    refuse_hidden_dependencies(app.routes)
     # Middleware added later wraps what was added before: errors are rendered inside CORS, so
     # a 500 carries the CORS headers too. Every middleware here reads only a response's start:
     # a stream's body skips them (`service.http.stream_response._body_send`, issue #16), so one

@@ -11,22 +11,25 @@ its handler. Everything around the handler stays FastAPI's: the OpenAPI document
 request/response wrapper with the exception handlers and exit stacks, the routing.
 
 An endpoint that declares anything more (another parameter, a dependency, a response model, a
-plain `def` that FastAPI runs in a thread) gets FastAPI's own handler: the shortcut is taken only
-where FastAPI's handler would do nothing but call the endpoint. Dependencies given to
-`include_router` or `FastAPI(dependencies=...)` are not visible to the route (FastAPI adds them
-to a copy per inclusion): the service gives none, and a router of `RequestRoute`s must not be
-included with any.
+return annotation other than a `Response`, a plain `def` that FastAPI runs in a thread) gets
+FastAPI's own handler: the shortcut is taken only where FastAPI's handler would do nothing but
+call the endpoint. Dependencies given to `include_router` or `FastAPI(dependencies=...)` are not
+visible to the route itself (FastAPI adds them to a copy per inclusion, and builds its handler
+from the route): `refuse_hidden_dependencies` checks the app once built, so such a dependency
+(a key check, say) can never be skipped unseen.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+import typing
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
@@ -57,4 +60,29 @@ def reads_request_alone(route: APIRoute) -> bool:
         and not dependant.dependencies
         and route.body_field is None
         and route.response_field is None
+        and _returns_a_response(endpoint)
     )
+
+
+def _returns_a_response(endpoint: Callable[..., Any]) -> bool:
+    """Whether `endpoint` is annotated to return a Starlette `Response` (FastAPI would serialize
+    anything else; a missing annotation is not taken on trust)."""
+    try:
+        returned = typing.get_type_hints(endpoint).get("return")
+    except (NameError, TypeError):
+        return False
+    return isinstance(returned, type) and issubclass(returned, Response)
+
+
+def refuse_hidden_dependencies(routes: Sequence[BaseRoute]) -> None:
+    """Raise `RuntimeError` if a route that calls its endpoint directly was given dependencies
+    where it cannot see them (`include_router(..., dependencies=...)`, `FastAPI(dependencies=...)`):
+    they would never run. Called on the app's routes once they are all included."""
+    for context in iter_route_contexts(routes):
+        route = context.original_route
+        direct = isinstance(route, RequestRoute) and reads_request_alone(route)
+        if direct and context.dependant.dependencies:
+            raise RuntimeError(
+                f"{context.path}: a RequestRoute calling its endpoint directly was included "
+                "with dependencies, which it would skip; declare them on the route instead"
+            )
