@@ -36,7 +36,6 @@ from typing import Any
 
 import httpx2
 import openai
-from openai import RequestOptions
 
 from service.domain import CompletionParams, OpenAIApi, PassthroughParams
 from service.errors import (
@@ -185,13 +184,6 @@ class OpenAIChatUpstream:
             + ", or use /v1/chat/completions"
         )
         self._client = client or build_client(settings)
-        # What `_post` hands the SDK besides the path and body (see there, issue #16).
-        self._options: RequestOptions = {
-            "params": {},
-            "headers": {},
-            "max_retries": self._client.max_retries,
-            "timeout": self._client.timeout,
-        }
         self._urls = (
             {}
             if isinstance(self._client, openai.AsyncAzureOpenAI)
@@ -297,7 +289,13 @@ class OpenAIChatUpstream:
             body=body,
             cast_to=httpx2.Response,
             stream=True,
-            options=self._options,
+            # New each time (the SDK must not see one request's options in the next).
+            options={
+                "params": {},
+                "headers": {},
+                "max_retries": self._client.max_retries,
+                "timeout": self._client.timeout,
+            },
         )
 
     async def list_models(self) -> list[dict[str, Any]]:
