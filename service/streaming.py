@@ -49,9 +49,11 @@ def admitted(runtime: Runtime, token: str | None) -> str | None:
     return key_id
 
 
-# Dependencies are `async def`: a plain `def` would cost a thread pool hop per request.
-async def admit(request: Request, credentials: BearerDep) -> str | None:
-    return admitted(runtime_of(request.app), credentials.credentials if credentials else None)
+# Dependencies are `async def`: a plain `def` would cost a thread pool hop per request. The key
+# is read as the stream routes read it (`caller_of`); the bearer scheme as a dependency only
+# documents it.
+async def admit(request: Request, _documents_the_key: BearerDep) -> str | None:
+    return caller_of(request)[1]
 
 
 CallerDep = Annotated[str | None, Depends(admit)]
@@ -65,7 +67,8 @@ def bearer_token(request: Request) -> str | None:
 
 
 def caller_of(request: Request) -> tuple[Runtime, str | None]:
-    """`admit`, called by hand: the runtime, and the caller's key id (or the refusal)."""
+    """The runtime, and the caller's key id from the bearer key read by hand (or the refusal:
+    401, 503); `admit` for the routes that take it as a dependency."""
     runtime = runtime_of(request.app)
     return runtime, admitted(runtime, bearer_token(request))
 
