@@ -292,10 +292,12 @@ async def failover_time(requests: int = 200) -> None:
     healthy = UpstreamProcess(1, 0)
     refusing_503 = UpstreamProcess(1, 0, status=503)
     closed = f"http://127.0.0.1:{free_port()}"
-    # Every request probes the failing deployment first: cooldowns of a millisecond.
+    # Every request probes the failing deployment first: cooldowns of 10 µs, whose timer runs
+    # before the next request comes (at 1 ms, a request served in less than that could find
+    # the cooldown still running and skip the failing deployment).
     quick = {
-        "UPSTREAM_COOLDOWN_SECONDS": "0.001",
-        "UPSTREAM_MAX_COOLDOWN_SECONDS": "0.001",
+        "UPSTREAM_COOLDOWN_SECONDS": "0.00001",
+        "UPSTREAM_MAX_COOLDOWN_SECONDS": "0.00001",
         "LOG_LEVEL": "error",  # not a warning per cooldown
     }
     cases = {
