@@ -243,6 +243,34 @@ async def test_anything_else_goes_through_httpx2s_own_methods() -> None:
     assert hooks == ["request", "response text/event-stream"]
 
 
+@pytest.mark.parametrize(
+    ("url", "headers", "content"),
+    [
+        ("http://127.0.0.1:9/v1/chat/completions", [("Content-Type", "application/json")], b"{}"),
+        ("https://api.example.com/v1/responses", [("X-Extra", "1")], b'{"a": 1}'),
+        ("http://127.0.0.1:9/x", [("Host", "other.example")], b"{}"),
+        ("http://127.0.0.1:9/x", [("Content-Length", "2")], b"{}"),
+        ("http://127.0.0.1:9/x", [("Transfer-Encoding", "chunked")], b"{}"),
+        ("http://127.0.0.1:9/x", [("Accept-Encoding", "gzip")], b""),
+        ("http://127.0.0.1:9/x", [], None),
+    ],
+    ids=["json", "https-default-port", "host", "length", "chunked", "empty-body", "no-body"],
+)
+def test_a_request_has_the_head_and_body_httpx2_builds(
+    url: str, headers: list[tuple[str, str]], content: bytes | None
+) -> None:
+    """The same `Host`, `Content-Length` and other headers (each once, last as they come) and
+    body as httpx2's own `build_request`, whether or not the request names one of the headers
+    httpx2 works out itself."""
+    built = []
+    for client_class in (ServiceHTTPClient, httpx2.AsyncClient):
+        client = client_class(transport=Recording(), **options([]))
+        request = client.build_request("POST", url, headers=list(headers), content=content)
+        raw = [(name.lower(), value) for name, value in request.headers.raw]
+        built.append((raw[0][0], sorted(raw), request.content))
+    assert built[0] == built[1]
+
+
 def test_a_proxy_in_the_environment_takes_httpx2s_client(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (
         "HTTP_PROXY",

@@ -12,7 +12,10 @@ follows a redirect, so `ServiceHTTPClient` does just what remains, and hands any
 
 - `build_request`: the client's default headers, overridden by the request's (by name, as
   `Headers.update` does), the timeout as the transport's `timeout` extension, and the URL
-  parsed once (an `httpx2.URL` is immutable; the SDK sends the same few);
+  parsed once (an `httpx2.URL` is immutable; the SDK sends the same few). For a body in memory
+  (the SDK's JSON) it also writes the `Host` and `Content-Length` httpx2 would work out, where
+  httpx2 would build the head three times over to add them (~6% of the instructions of a
+  request, issue #16); a request that names either, or `Transfer-Encoding`, gets httpx2's own;
 - `send`: the request hooks, the transport, the response hooks; the body read when not streamed
   (a request with an auth flow goes through httpx2's, and so does one to a URL with
   `user:password@`, which the SDK keeps from its base URL and httpx2 turns into Basic auth).
@@ -33,6 +36,9 @@ from httpx2 import USE_CLIENT_DEFAULT
 
 # At most this many parsed URLs are kept (a URL with a query string would make each new).
 _URLS_KEPT = 64
+# Headers httpx2 works out from the URL and the body; a request that sets one itself goes
+# through httpx2's own `Request`, which decides between the two.
+_SET_BY_HTTPX = frozenset((b"host", b"content-length", b"transfer-encoding"))
 
 
 def needs_httpx_client() -> bool:
@@ -51,6 +57,9 @@ class ServiceHTTPClient(httpx2.AsyncClient):
         # The client's default headers, raw, and its timeout as the transport reads it.
         self._default_headers = list(self.headers.raw)
         self._default_timeout = self.timeout.as_dict()
+        self._defaults_set_by_httpx = any(
+            name.lower() in _SET_BY_HTTPX for name, _ in self._default_headers
+        )
         # The URLs requests went to, parsed (a few: the deployments' endpoints).
         self._urls: dict[str, httpx2.URL] = {}
 
@@ -112,9 +121,26 @@ class ServiceHTTPClient(httpx2.AsyncClient):
                     self._urls.clear()
                 parsed = self._urls[url] = httpx2.URL(url)
             url = parsed
-        return httpx2.Request(
-            method, url, content=content, headers=merged + given, extensions={"timeout": timeouts}
+        extensions = {"timeout": timeouts}
+        host = url.netloc
+        if (
+            not isinstance(content, bytes)
+            or not content
+            or not host
+            or overridden & _SET_BY_HTTPX
+            or self._defaults_set_by_httpx
+        ):
+            return httpx2.Request(
+                method, url, content=content, headers=merged + given, extensions=extensions
+            )
+        # The head httpx2 gives `content=`: `Host` first, `Content-Length` last (its
+        # `Request._prepare`), here without its three passes over the headers.
+        head = [(b"Host", host), *merged, *given, (b"Content-Length", b"%d" % len(content))]
+        request = httpx2.Request(
+            method, url, headers=head, stream=httpx2.ByteStream(content), extensions=extensions
         )
+        request.read()  # as httpx2 does for a body in memory: `request.content` is readable
+        return request
 
     async def send(
         self,
