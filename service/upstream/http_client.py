@@ -122,11 +122,10 @@ class ServiceHTTPClient(httpx2.AsyncClient):
                 parsed = self._urls[url] = httpx2.URL(url)
             url = parsed
         extensions = {"timeout": timeouts}
-        host = url.netloc
         if (
             not isinstance(content, bytes)
             or not content
-            or not host
+            or not url.host  # httpx2 names no `Host` then
             or overridden & _SET_BY_HTTPX
             or self._defaults_set_by_httpx
         ):
@@ -135,7 +134,7 @@ class ServiceHTTPClient(httpx2.AsyncClient):
             )
         # The head httpx2 gives `content=`: `Host` first, `Content-Length` last (its
         # `Request._prepare`), here without its three passes over the headers.
-        head = [(b"Host", host), *merged, *given, (b"Content-Length", b"%d" % len(content))]
+        head = [(b"Host", url.netloc), *merged, *given, (b"Content-Length", b"%d" % len(content))]
         request = httpx2.Request(
             method, url, headers=head, stream=httpx2.ByteStream(content), extensions=extensions
         )
