@@ -15,7 +15,8 @@ follows a redirect, so `ServiceHTTPClient` does just what remains, and hands any
   parsed once (an `httpx2.URL` is immutable; the SDK sends the same few). For a body in memory
   (the SDK's JSON) it also writes the `Host` and `Content-Length` httpx2 would work out, where
   httpx2 would build the head three times over to add them (~6% of the instructions of a
-  request, issue #16); a request that names either, or `Transfer-Encoding`, gets httpx2's own;
+  request, issue #16); a request whose headers or client's defaults name either, or
+  `Transfer-Encoding`, or with an empty body or a URL without a host, gets httpx2's own;
 - `send`: the request hooks, the transport, the response hooks; the body read when not streamed
   (a request with an auth flow goes through httpx2's, and so does one to a URL with
   `user:password@`, which the SDK keeps from its base URL and httpx2 turns into Basic auth).
