@@ -36,7 +36,8 @@ RECORDINGS = Path(__file__).parent / "recordings"
 class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    # Streamed as chunked transfer encoding, one piece per write, `pause` seconds apart.
+    # Streamed as chunked transfer encoding, one piece per write, `pause` seconds apart; the body
+    # ends right after the last piece, as a real upstream ends it right after `[DONE]`.
     pieces: Sequence[bytes] = ()
     # A whole body sent with Content-Length instead (error replies).
     body: bytes | None = None
@@ -199,11 +200,11 @@ class FakeUpstream:
                 await writer.drain()
                 exchange.completed = True
                 return True
-            for piece in reply.pieces:
+            for index, piece in enumerate(reply.pieces):
+                if index and await client_left_during(reply.pause):
+                    return False
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await _drain(writer, exchange)
-                if await client_left_during(reply.pause):
-                    return False
             if reply.hang:
                 await client_left_during(3600)
                 return False
