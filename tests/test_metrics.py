@@ -20,7 +20,7 @@ TOKENS = [f" w{i}" for i in range(11)]
 def test_end_event_metrics_match_paced_upstream(
     service: RunningService, upstream: FakeUpstream
 ) -> None:
-    # Pieces: role chunk, 11 tokens, finish, usage, [DONE]; each followed by the pause.
+    # Pieces: role chunk, 11 tokens, finish, usage, [DONE]; the pause between each two.
     upstream.queue(
         Reply(
             pieces=answer_pieces(TOKENS), delay_before_headers=FIRST_TOKEN_DELAY, pause=TOKEN_PAUSE

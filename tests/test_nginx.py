@@ -319,8 +319,8 @@ READ_TIMEOUT = "800ms"
 
 
 def slow_model(upstream: FakeUpstream) -> None:
-    """Two upstream writes SILENCE apart: "slow" first, then " answer" and the end (the fake
-    then keeps the body open, until the service stops draining it after [DONE] and closes)."""
+    """Two upstream writes SILENCE apart: "slow" first, then " answer", [DONE] and the body's
+    end."""
     pieces = answer_pieces(["slow", " answer"], usage=False)
     upstream.default_reply = Reply(
         pieces=[pieces[0] + pieces[1], b"".join(pieces[2:])], pause=SILENCE

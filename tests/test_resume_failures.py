@@ -25,6 +25,7 @@ from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
 from testkit.redis_server import RedisServer
 from testkit.services import RunningService, make_settings
 from testkit.sse_client import read_events
+from testkit.waiting import wait_until
 from tests.test_resume import ResumingFactory, resuming, sse, text_of
 
 __all__ = ["resuming"]  # the fixture, imported so that pytest finds it in this module
@@ -206,10 +207,13 @@ def test_trimming_keeps_about_the_last_events_and_refuses_to_resume_before_them(
     upstream.queue(Reply(pieces=answer_pieces(tokens), pause=0.012))  # a few tokens an entry
     events = read_events(post(service))
     stream_id = events[0].json()["id"]
-    time.sleep(0.2)  # the last flush
+    url = service.base_url + f"/api/chat/stream/{stream_id}"
+    # Until the last batch is in Redis the producer's memory serves the whole stream (200);
+    # the client's last event does not wait for that flush.
+    assert wait_until(lambda: httpx.get(url).status_code == 410)
     stored = int(redis_server.command("XLEN", f"llm-stream:{stream_id}:events")[1:])
     assert stored <= 100  # entries, each holding one or more of the last 100 events
-    whole = httpx.get(service.base_url + f"/api/chat/stream/{stream_id}")
+    whole = httpx.get(url)
     assert whole.status_code == 410
     assert whole.json()["error"]["type"] == "stream_events_expired"
     # From a recent event, the ids and text go on exactly.
