@@ -129,6 +129,36 @@ def test_a_reader_on_another_replica_keeps_the_stream_alive_past_the_grace_perio
     assert producer.wait_for_summaries(1)[0]["outcome"] == "completed"
 
 
+def test_a_resume_elsewhere_waits_for_events_the_store_has_not_got_yet(
+    resuming: ResumingFactory, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """The producer's client gets each event from memory, before the writer stores it: a client
+    cut right after an event and sent to another replica can be ahead of Redis. That replica
+    waits for the store to catch up (as long as storing an event can take) rather than refuse
+    the position after a tick."""
+    producer, other = resuming(redis_timeout_seconds=2.0), resuming(redis_timeout_seconds=2.0)
+    tick = 0.25  # both replicas: min(1, lease / 3, grace / 4)
+    writes_held = 1.0  # longer than a tick, well within a write's timeout
+    upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=PAUSE))
+    with (
+        httpx.Client(timeout=30) as client,
+        client.stream("POST", producer.base_url + "/api/chat/stream", json={"message": "hi"}) as r,
+    ):
+        events = EventSource(r).iter_sse()
+        first = sse(islice(events, 2))
+        # Redis holds every write from here on (reads go on): what follows is only in memory.
+        paused_at = time.monotonic()
+        held_ms = str(int(writes_held * 1000))
+        assert redis_server.command("CLIENT", "PAUSE", held_ms, "WRITE") == "+OK"
+        first += sse(islice(events, 4))
+    stream_id = first[0].json()["id"]
+    assert time.monotonic() - paused_at < writes_held - 2 * tick, "the machine is too slow here"
+    rest = resume(other.base_url, stream_id, headers={"Last-Event-ID": first[-1].id})
+    assert rest.status_code == 200, rest.text
+    assert text_of(first) + text_of(read_events(rest)) == ANSWER
+    assert len(upstream.exchanges) == 1
+
+
 def test_leaving_before_the_first_event_cancels_at_once(
     resuming: ResumingFactory, upstream: FakeUpstream
 ) -> None:

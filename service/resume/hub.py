@@ -344,7 +344,11 @@ class ResumableStreams:
             return self._follow_stored(stream_id, pending, source.known, last_entry)
 
         first = batches[0].first if batches else 0
-        source = Source(stream_id, str(stored.meta["format"]), events, first, more, follow_from)
+        # An event a client has seen is stored after the writer's linger and at most two writes
+        # (the one under way, then its own), or never: then the stream is no longer resumable.
+        lag = FLUSH_INTERVAL_SECONDS + 2 * self._store.command_seconds
+        fmt = str(stored.meta["format"])
+        source = Source(stream_id, fmt, events, first, more, follow_from, lag=lag)
         return source
 
     async def _call_store(self, call: Awaitable[T], stream_id: str) -> T:

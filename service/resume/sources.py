@@ -41,6 +41,10 @@ class Source:
     # The events from number `n` on, live, until the terminal event, in batches.
     follow: Callable[[int], AsyncGenerator[ResponseBatch, None]]
     producer: Producer | None = field(default=None)
+    # How far behind the client a live stream's known events may be, in seconds: a client of
+    # the producer gets each event before the writer stores it, so a store lags by up to a
+    # write; the producer's memory never does (0: `more` is asked once).
+    lag: float = 0.0
 
     @property
     def known(self) -> int:
@@ -83,7 +87,7 @@ async def bring_to(encoder: Encoder, source: Source, after: int) -> int | None:
     number = written = 0
     while written <= after:
         if number >= source.known:
-            if source.finished or not await source.more():
+            if source.finished or not await _more_within(source, source.lag):
                 raise InvalidRequest(
                     f"Last-Event-ID: stream {source.stream_id} has no event {after} "
                     f"(it has {written} so far)"
@@ -101,6 +105,15 @@ async def bring_to(encoder: Encoder, source: Source, after: int) -> int | None:
     if source.finished and number >= source.known:
         return None
     return number
+
+
+async def _more_within(source: Source, seconds: float) -> bool:
+    """Whether more events came within `seconds` (a tick at least) of waiting."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await source.more():
+        if source.finished or asyncio.get_running_loop().time() >= deadline:
+            return False
+    return True
 
 
 def numbered(batch: StoredBatch) -> list[tuple[int, ResponseEvent]]:
