@@ -24,17 +24,17 @@ def texts(events: Sequence[object]) -> list[str]:
 
 
 async def test_a_slow_consumer_is_not_upstream_silence() -> None:
-    stream = bounded(paced([0, 0.01, 0.01]), max_seconds=10, idle_seconds=0.1)
+    stream = bounded(paced([0, 0.01, 0.01]), max_seconds=10, idle_seconds=0.3)
     received = []
     async for batch in stream:
         received += batch
-        await asyncio.sleep(0.3)  # sending to a slow client: three idle periods, no read
+        await asyncio.sleep(0.6)  # sending to a slow client: two idle periods, no read
     assert texts(received) == ["0", "1", "2"]
     assert isinstance(received[-1], StreamEnded)
 
 
 async def test_a_silent_read_ends_with_the_idle_error() -> None:
-    received = await events_of(bounded(paced([0, 0.01, 5]), max_seconds=10, idle_seconds=0.1))
+    received = await events_of(bounded(paced([0, 0.01, 5]), max_seconds=10, idle_seconds=0.3))
     assert texts(received) == ["0", "1"]
     assert isinstance(received[-1], StreamFailed)
     assert received[-1].error.error_type == "upstream_timeout"

@@ -242,12 +242,12 @@ def test_each_pushed_read_restarts_the_idle_bound() -> None:
 
     async def script() -> None:
         await first_read(upstream)
-        for _ in range(6):  # 0.3 s of reads, each well inside the 0.15 s bound
-            await asyncio.sleep(0.05)
+        for _ in range(8):  # 0.8 s of reads, each well inside the 0.4 s bound
+            await asyncio.sleep(0.1)
             upstream.arrive(text("b"))
         finish(upstream)
 
-    assert run(upstream, socket, script, idle_seconds=0.15) == ["delivered"]
+    assert run(upstream, socket, script, idle_seconds=0.4) == ["delivered"]
     assert b"upstream_timeout" not in socket.body
 
 

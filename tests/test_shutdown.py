@@ -88,7 +88,9 @@ def test_sigterm_finishes_short_streams_and_ends_long_ones_in_band(
             assert final["error"]["retryable"] is True
     long_exchanges = [e for e in upstream.exchanges if b"long" in e.body]
     assert len(long_exchanges) == 8
-    assert all(e.disconnected_at is not None and not e.completed for e in long_exchanges)
+    # The fake upstream's thread records each close a moment after the service made it.
+    assert upstream.wait_for(lambda: all(e.disconnected_at is not None for e in long_exchanges))
+    assert not any(e.completed for e in long_exchanges)
     assert len(upstream.exchanges) == len(prompts)
     outcomes = stream_outcomes(stderr)
     assert (

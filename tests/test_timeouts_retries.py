@@ -107,7 +107,7 @@ def test_a_hung_response_head_is_cut_at_the_read_timeout_and_retried(
     assert response.status_code == 200
     assert answer_text(events) == " second"
     assert len(upstream.exchanges) == 2
-    assert upstream.exchanges[0].disconnected_at is not None
+    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
     assert time.monotonic() - started < 10
 
 

@@ -146,6 +146,15 @@ def test_metrics_sum_both_workers_exactly(workers: TwoWorkers, upstream: FakeUps
     ttft = sum(s["ttft_ms"] for s in summaries) / 1000
     overhead = sum(s["ttft_ms"] - s["upstream_ttft_ms"] for s in summaries) / 1000
     tolerance = sent * 1e-6  # each logged figure is rounded to the microsecond
+    # A worker records a stream's figures one after another, the counter first and the output
+    # tokens last; a scrape the other worker serves can fall in between.
+    output_tokens = len(TOKENS) * sent
+    assert wait_until(
+        lambda: scrape(workers.base_url).value(
+            "gen_ai_client_token_usage_sum", gen_ai_token_type="output"
+        )
+        == output_tokens
+    )
     for _ in range(4):  # whichever worker answers the scrape, the figures are the sums
         metrics = scrape(workers.base_url)
         assert metrics.value("llm_streams_total", outcome="completed") == sent
@@ -160,7 +169,7 @@ def test_metrics_sum_both_workers_exactly(workers: TwoWorkers, upstream: FakeUps
             7 * sent
         )
         assert metrics.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == (
-            len(TOKENS) * sent
+            output_tokens
         )
         assert metrics.value("llm_streams_in_flight") == 0
         assert metrics.value("llm_streams_capacity") == 2 * 200
