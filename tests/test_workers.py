@@ -149,12 +149,14 @@ def test_metrics_sum_both_workers_exactly(workers: TwoWorkers, upstream: FakeUps
     # A worker records a stream's figures one after another, the counter first and the output
     # tokens last; a scrape the other worker serves can fall in between.
     output_tokens = len(TOKENS) * sent
-    assert wait_until(
-        lambda: scrape(workers.base_url).value(
-            "gen_ai_client_token_usage_sum", gen_ai_token_type="output"
+
+    def all_recorded() -> bool:
+        metrics = scrape(workers.base_url)
+        return metrics.value("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == (
+            output_tokens
         )
-        == output_tokens
-    )
+
+    assert wait_until(all_recorded)
     for _ in range(4):  # whichever worker answers the scrape, the figures are the sums
         metrics = scrape(workers.base_url)
         assert metrics.value("llm_streams_total", outcome="completed") == sent
