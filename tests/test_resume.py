@@ -136,9 +136,11 @@ def test_a_resume_elsewhere_waits_for_events_the_store_has_not_got_yet(
     cut right after an event and sent to another replica can be ahead of Redis. That replica
     waits for the store to catch up (as long as storing an event can take) rather than refuse
     the position after a tick."""
-    producer, other = resuming(redis_timeout_seconds=2.0), resuming(redis_timeout_seconds=2.0)
-    tick = 0.25  # both replicas: min(1, lease / 3, grace / 4)
-    writes_held = 1.0  # longer than a tick, well within a write's timeout
+    # A lease and grace period that outlast the held writes (renewals and marks wait too).
+    settings = {"redis_timeout_seconds": 3.0, "resume_lease_seconds": 3.0}
+    producer, other = (resuming(resume_grace_seconds=5.0, **settings) for _ in range(2))
+    tick = 1.0  # min(1, lease / 3, grace / 4): what the other replica waited before
+    writes_held = 2.5  # longer than a tick, within a write's timeout (3 s + a tick)
     upstream.queue(Reply(pieces=answer_pieces(TOKENS), pause=PAUSE))
     with (
         httpx.Client(timeout=30) as client,
@@ -152,7 +154,7 @@ def test_a_resume_elsewhere_waits_for_events_the_store_has_not_got_yet(
         assert redis_server.command("CLIENT", "PAUSE", held_ms, "WRITE") == "+OK"
         first += sse(islice(events, 4))
     stream_id = first[0].json()["id"]
-    assert time.monotonic() - paused_at < writes_held - 2 * tick, "the machine is too slow here"
+    assert time.monotonic() - paused_at < writes_held - tick - 0.5, "the machine is too slow here"
     rest = resume(other.base_url, stream_id, headers={"Last-Event-ID": first[-1].id})
     assert rest.status_code == 200, rest.text
     assert text_of(first) + text_of(read_events(rest)) == ANSWER
