@@ -74,7 +74,9 @@ async def chat_stream_get(
     resume = opening.runtime.resume
     if resume is not None and opening.last_event_id is not None:
         # EventSource reconnecting to this URL mid-stream: the stream it had, resumed.
-        resumed = await resume.reconnect(opening.last_event_id, opening.caller)
+        resumed = await resume.reconnect(
+            opening.last_event_id, opening.caller, request.is_disconnected
+        )
         if resumed is not None:
             return resumed
     fields = {name: request.query_params[name] for name in _GET_FIELDS & set(request.query_params)}

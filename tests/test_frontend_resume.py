@@ -70,8 +70,8 @@ def test_a_reload_mid_answer_resumes_the_whole_answer_from_one_upstream_request(
     expect(page.get_by_test_id("assistant")).to_have_count(1)
     expect(page.get_by_text("Tell me a long story")).to_be_visible()  # the question, kept
     assert len(upstream.exchanges) == 1
-    # The answer can be on screen before the fake upstream ends its body: it pauses after the
-    # last event too, then writes the terminating chunk (CI flake, stop 22).
+    # The answer can be on screen before the fake upstream, in its own thread, records that it
+    # wrote the body's end (a CI flake at stop 22, when it also paused after [DONE]).
     assert upstream.wait_for(lambda: upstream.exchanges[0].completed)
     assert upstream.exchanges[0].disconnected_at is None
 

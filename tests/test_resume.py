@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from httpx_sse import EventSource
 from pydantic import ValidationError
 
@@ -26,6 +27,7 @@ from testkit.redis_server import RedisServer
 from testkit.service_process import run_service_until_exit
 from testkit.services import TEST_KEY, RunningService, ServiceFactory, make_settings
 from testkit.sse_client import SSEEvent, read_events
+from testkit.waiting import wait_until
 
 TOKENS = [f" t{i}" for i in range(30)] + [" ü\r\n", ' "q"', " end"]
 ANSWER = "".join(TOKENS)
@@ -136,8 +138,9 @@ def test_a_resume_elsewhere_waits_for_events_the_store_has_not_got_yet(
     cut right after an event and sent to another replica can be ahead of Redis. That replica
     waits for the store to catch up (as long as storing an event can take) rather than refuse
     the position after a tick."""
-    # A lease and grace period that outlast the held writes (renewals and marks wait too).
-    settings = {"redis_timeout_seconds": 3.0, "resume_lease_seconds": 3.0}
+    # A lease and grace period that outlast the held writes (renewals and marks wait too; the
+    # lease was renewed up to a tick before the hold).
+    settings = {"redis_timeout_seconds": 3.0, "resume_lease_seconds": 4.0}
     producer, other = (resuming(resume_grace_seconds=5.0, **settings) for _ in range(2))
     tick = 1.0  # min(1, lease / 3, grace / 4): what the other replica waited before
     writes_held = 2.5  # longer than a tick, within a write's timeout (3 s + a tick)
@@ -159,6 +162,32 @@ def test_a_resume_elsewhere_waits_for_events_the_store_has_not_got_yet(
     assert rest.status_code == 200, rest.text
     assert text_of(first) + text_of(read_events(rest)) == ANSWER
     assert len(upstream.exchanges) == 1
+
+
+def test_a_client_that_leaves_while_its_position_is_awaited_stops_the_wait(
+    resuming: ResumingFactory, upstream: FakeUpstream, redis_server: RedisServer
+) -> None:
+    """A position the live stream has not reached is awaited on a blocking read from Redis,
+    up to the store's lag (4.55 s here); a client that leaves ends the wait within a tick."""
+    producer, other = resuming(), resuming()
+    pieces = answer_pieces(["a", "b"])
+    upstream.queue(Reply(pieces=[pieces[0] + pieces[1], *pieces[2:]], pause=10))  # "a", silence
+    first = start_and_cut(producer.base_url, 2)
+    stream_id = first[0].json()["id"]
+    ahead = {"Last-Event-ID": f"{stream_id}:50"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(
+            other.base_url + f"/api/chat/stream/{stream_id}",
+            headers=ahead,
+            timeout=httpx.Timeout(30, read=0.6),
+        )
+    left_at = time.monotonic()
+    store = redis.Redis.from_url(redis_server.url)
+    try:
+        assert wait_until(lambda: store.info("clients")["blocked_clients"] == 0, 2.0)
+        assert time.monotonic() - left_at < 2.0
+    finally:
+        store.close()
 
 
 def test_leaving_before_the_first_event_cancels_at_once(

@@ -243,6 +243,16 @@ def test_a_killed_producer_ends_its_resumed_stream_with_a_retryable_error(
     late = httpx.get(other + f"/api/chat/stream/{stream_id}", timeout=10)
     late_events = read_events(late)
     assert late_events[-2].json()["error"]["type"] == "stream_lost"
+    # A position it never reached is refused once its lease is seen gone (a tick or two), not
+    # after waiting out the store's lag for events (4.7 s here).
+    asked_at = time.monotonic()
+    ahead = httpx.get(
+        other + f"/api/chat/stream/{stream_id}",
+        params={"last_event_id": f"{stream_id}:9999"},
+        timeout=10,
+    )
+    assert ahead.status_code == 422, ahead.text
+    assert time.monotonic() - asked_at < 3.0
 
 
 def resume_while_killing(

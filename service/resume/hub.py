@@ -45,7 +45,14 @@ from service.limits import StreamSlot
 from service.outcomes import Delivery
 from service.resume.codec import is_terminal
 from service.resume.producer import Producer, follow
-from service.resume.sources import Source, bring_to, local_source, numbered
+from service.resume.sources import (
+    ClientGone,
+    Source,
+    bring_to,
+    local_source,
+    numbered,
+    still_here,
+)
 from service.resume.store import Append, StoreUnavailable, StreamStore
 from service.settings import Settings
 from service.shutdown import ShutdownCoordinator
@@ -268,14 +275,17 @@ class ResumableStreams:
 
     # -- resuming ----------------------------------------------------------------------------
 
-    async def respond(self, stream_id: str, after: int, caller: str | None) -> Response:
+    async def respond(
+        self, stream_id: str, after: int, caller: str | None, gone: ClientGone = still_here
+    ) -> Response:
         """The response that resumes `stream_id` after the client's `after`-th event on the
         wire (-1: from the start), in the format it was started in, from an encoder brought to
-        the client's position (`bring_to`); 204 when the client has everything."""
+        the client's position (`bring_to`, which stops waiting for it once the client is
+        `gone`); 204 when the client has everything."""
         source = await self._source(stream_id, caller)
         settings = self._settings
         encoder = FORMATS[source.format_name].make_encoder(settings, stream_id)
-        start = await bring_to(encoder, source, after)
+        start = await bring_to(encoder, source, after, gone)
         if start is None:
             return Response(status_code=204)
         return ChatStreamResponse(
@@ -289,7 +299,9 @@ class ResumableStreams:
             goes_on_elsewhere=source.producer is None,
         )
 
-    async def reconnect(self, last_event_id: str, caller: str | None) -> Response | None:
+    async def reconnect(
+        self, last_event_id: str, caller: str | None, gone: ClientGone = still_here
+    ) -> Response | None:
         """An `EventSource` reconnecting to the URL that started a stream: the stream its
         `Last-Event-ID` (`<stream id>:<n>`) names, resumed; None when no resumable stream has
         that id (the caller starts a new answer, as without REDIS_URL)."""
@@ -297,7 +309,7 @@ class ResumableStreams:
         if not stream_id or not number.isdigit():
             return None
         try:
-            return await self.respond(stream_id, int(number), caller)
+            return await self.respond(stream_id, int(number), caller, gone)
         except StreamNotFound:
             return None
 
@@ -343,12 +355,18 @@ class ResumableStreams:
             pending = events[max(0, number - source.first) :]
             return self._follow_stored(stream_id, pending, source.known, last_entry)
 
+        async def producing() -> bool:
+            return await self._call_store(self._store.mark_reader(stream_id), stream_id)
+
         first = batches[0].first if batches else 0
         # An event a client has seen is stored after the writer's linger and at most two writes
         # (the one under way, then its own), or never: then the stream is no longer resumable.
+        # Replicas are taken to share their Redis settings.
         lag = FLUSH_INTERVAL_SECONDS + 2 * self._store.command_seconds
         fmt = str(stored.meta["format"])
-        source = Source(stream_id, fmt, events, first, more, follow_from, lag=lag)
+        source = Source(
+            stream_id, fmt, events, first, more, follow_from, lag=lag, producing=producing
+        )
         return source
 
     async def _call_store(self, call: Awaitable[T], stream_id: str) -> T:

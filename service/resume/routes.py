@@ -84,7 +84,8 @@ async def resume_stream(
     after = -1 if given is None else parse_last_event_id(given, stream_id)
     if after is None:
         return Response(status_code=204)
-    return await _resume(opening.runtime).respond(stream_id, after, opening.caller)
+    resume = _resume(opening.runtime)
+    return await resume.respond(stream_id, after, opening.caller, request.is_disconnected)
 
 
 @router.get(

@@ -41,10 +41,14 @@ class Source:
     # The events from number `n` on, live, until the terminal event, in batches.
     follow: Callable[[int], AsyncGenerator[ResponseBatch, None]]
     producer: Producer | None = field(default=None)
-    # How far behind the client a live stream's known events may be, in seconds: a client of
-    # the producer gets each event before the writer stores it, so a store lags by up to a
-    # write; the producer's memory never does (0: `more` is asked once).
+    # How long a live stream's known events may stay behind a client's position, in seconds
+    # without a new event (each restarts it; the last read can run a tick past it): a client
+    # of the producer gets each event before the writer stores it, so the store can lag; the
+    # producer's memory never does (0: `more` is asked once).
     lag: float = 0.0
+    # Whether the producer is still at work on the stream (its lease held), so that more can
+    # come; also tells it a client waits here. Asked once `more` found nothing.
+    producing: Callable[[], Awaitable[bool]] | None = None
 
     @property
     def known(self) -> int:
@@ -79,15 +83,26 @@ def local_source(producer: Producer, tick: float) -> Source:
     )
 
 
-async def bring_to(encoder: Encoder, source: Source, after: int) -> int | None:
+# Whether the client has gone away (Starlette's `Request.is_disconnected`).
+ClientGone = Callable[[], Awaitable[bool]]
+
+
+async def still_here() -> bool:
+    return False
+
+
+async def bring_to(
+    encoder: Encoder, source: Source, after: int, gone: ClientGone = still_here
+) -> int | None:
     """Encode, and drop, what the client has: the events up to its `after + 1`-th written one
     (-1: none). Returns the number of the next event to send; None when the stream is over and
-    the client has all of it. `InvalidRequest` for a position the stream never reached,
-    `StreamEventsExpired` when the events to send are no longer stored."""
+    the client has all of it. `InvalidRequest` for a position the stream never reached (or not
+    by the time the client is `gone`), `StreamEventsExpired` when the events to send are no
+    longer stored."""
     number = written = 0
     while written <= after:
         if number >= source.known:
-            if source.finished or not await _more_within(source, source.lag):
+            if source.finished or not await _more(source, gone):
                 raise InvalidRequest(
                     f"Last-Event-ID: stream {source.stream_id} has no event {after} "
                     f"(it has {written} so far)"
@@ -107,12 +122,17 @@ async def bring_to(encoder: Encoder, source: Source, after: int) -> int | None:
     return number
 
 
-async def _more_within(source: Source, seconds: float) -> bool:
-    """Whether more events came within `seconds` (a tick at least) of waiting."""
-    deadline = asyncio.get_running_loop().time() + seconds
+async def _more(source: Source, gone: ClientGone) -> bool:
+    """Whether more events came before `source.lag` seconds passed without any (a tick at
+    least), the producer stopped or the client left."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + source.lag
     while not await source.more():
-        if source.finished or asyncio.get_running_loop().time() >= deadline:
+        if loop.time() >= deadline or await gone():
             return False
+        if source.producing is not None and not await source.producing():
+            # Its final events are stored before its lease goes: one last look.
+            return await source.more()
     return True
 
 

@@ -121,8 +121,8 @@ class StreamStore:
         self._grace_ms = int(settings.resume_grace_seconds * 1000)
         self._max_events = settings.resume_max_events
         self._block_ms = max(1, int(block_seconds * 1000))
-        # The longest a command can take before it fails: the wait for a pooled connection, then
-        # the socket's timeout.
+        # About the longest a command takes before it fails: the wait for a pooled connection,
+        # then the socket's timeout (a reconnect on the way can add a connect timeout).
         self.command_seconds = 2 * timeout + block_seconds
         self.stop_channel = self._prefix + "stop"
 
