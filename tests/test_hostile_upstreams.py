@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from service.chunking import MAX_PENDING_CHARS
+from service.upstream.answer_stream import DRAIN_SECONDS
 from testkit.fake_upstream import (
     FakeUpstream,
     Reply,
@@ -223,3 +224,24 @@ def test_word_chunking_cuts_a_huge_upstream_token(
     deltas = [payload["content"] for payload in payloads if payload["type"] == "delta"]
     assert "".join(deltas) == token
     assert max(len(delta) for delta in deltas) <= MAX_PENDING_CHARS
+
+
+def test_a_body_kept_open_after_done_is_drained_briefly_then_dropped(
+    service: RunningService, upstream: FakeUpstream
+) -> None:
+    """`[DONE]` ends the answer; what follows it is read for `DRAIN_SECONDS` at most
+    (`service.upstream.answer_stream`), then the connection is dropped, never held open."""
+    upstream.queue(Reply(pieces=answer_pieces(["Hel", "lo"]), hang=True))
+    response, events = stream_chat(service.base_url, {"prompt": "hi"})
+    assert response.status_code == 200
+    assert answer_text(events) == "Hello"
+    assert events[-2].json()["finish_reason"] == "stop"
+    assert events[-1].data == "[DONE]"
+    ended_at = time.monotonic()
+    assert upstream.wait_for(lambda: upstream.exchanges[0].disconnected_at is not None)
+    dropped_at = upstream.exchanges[0].disconnected_at
+    assert dropped_at is not None
+    assert dropped_at - ended_at < DRAIN_SECONDS + 2.0  # generous: DRAIN_SECONDS expected
+    assert not upstream.exchanges[0].completed
+    [summary] = service.wait_for_summaries(1)
+    assert summary["outcome"] == "completed"
