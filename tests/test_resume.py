@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import redis
 from httpx_sse import EventSource
 from pydantic import ValidationError
 
+from service.runtime import runtime_of
 from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
 from testkit.redis_server import RedisServer
 from testkit.service_process import run_service_until_exit
@@ -188,6 +190,30 @@ def test_a_client_that_leaves_while_its_position_is_awaited_stops_the_wait(
         assert time.monotonic() - left_at < 2.0
     finally:
         store.close()
+
+
+def test_a_wait_for_a_position_ends_with_a_retryable_503_when_the_shutdown_grace_runs_out(
+    resuming: ResumingFactory, upstream: FakeUpstream
+) -> None:
+    """The wait would outlast the grace (and uvicorn's backstop after it): the client is told
+    to resume elsewhere instead."""
+    producer, other = resuming(), resuming(shutdown_grace_seconds=0)
+    pieces = answer_pieces(["a", "b"])
+    upstream.queue(Reply(pieces=[pieces[0] + pieces[1], *pieces[2:]], pause=10))  # "a", silence
+    first = start_and_cut(producer.base_url, 2)
+    stream_id = first[0].json()["id"]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(
+            resume, other.base_url, stream_id, headers={"Last-Event-ID": f"{stream_id}:50"}
+        )
+        time.sleep(0.3)  # the other replica is waiting for event 50
+        asked_at = time.monotonic()
+        runtime_of(other._server.config.app).shutdown.begin()  # type: ignore[arg-type]
+        answer = waiting.result(timeout=10)
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["type"] == "server_shutting_down"
+    assert answer.json()["error"]["retryable"] is True
+    assert time.monotonic() - asked_at < 2.0  # a tick or two; the store's lag is 4.55 s here
 
 
 def test_leaving_before_the_first_event_cancels_at_once(

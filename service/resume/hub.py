@@ -38,6 +38,7 @@ from service.errors import (
     StreamEventsExpired,
     StreamLost,
     StreamNotFound,
+    server_shutting_down,
 )
 from service.events import ResponseBatch, ResponseEvent, StreamFailed
 from service.http.stream_response import STREAM_ID_HEADER, ChatStreamResponse, StreamTiming
@@ -281,11 +282,19 @@ class ResumableStreams:
         """The response that resumes `stream_id` after the client's `after`-th event on the
         wire (-1: from the start), in the format it was started in, from an encoder brought to
         the client's position (`bring_to`, which stops waiting for it once the client is
-        `gone`); 204 when the client has everything."""
+        `gone`); 204 when the client has everything. `ServerShuttingDown` (a retryable 503)
+        when the shutdown grace runs out while it waits: the client resumes elsewhere."""
         source = await self._source(stream_id, caller)
         settings = self._settings
         encoder = FORMATS[source.format_name].make_encoder(settings, stream_id)
-        start = await bring_to(encoder, source, after, gone)
+        shutdown = self._shutdown
+
+        async def gone_or_cut_off() -> bool:
+            if shutdown.grace_expired.is_set():
+                raise server_shutting_down()
+            return await gone()
+
+        start = await bring_to(encoder, source, after, gone_or_cut_off)
         if start is None:
             return Response(status_code=204)
         return ChatStreamResponse(

@@ -67,7 +67,7 @@ def _resume(runtime: Runtime) -> ResumableStreams:
         204: {"description": "The client already has the whole stream"},
         404: {"description": "No such stream (or it expired, or another API key started it)"},
         410: {"description": "The events to resume from are no longer stored"},
-        503: {"description": "The stream store cannot be reached"},
+        503: {"description": "The stream store cannot be reached, or the server is shutting down"},
     },
 )
 async def resume_stream(
