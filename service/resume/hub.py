@@ -312,8 +312,9 @@ class ResumableStreams:
         self, last_event_id: str, caller: str | None, gone: ClientGone = still_here
     ) -> Response | None:
         """An `EventSource` reconnecting to the URL that started a stream: the stream its
-        `Last-Event-ID` (`<stream id>:<n>`) names, resumed; None when no resumable stream has
-        that id (the caller starts a new answer, as without REDIS_URL)."""
+        `Last-Event-ID` (`<stream id>:<n>`) names, resumed as by `respond` (with its errors,
+        `gone` and 503 at the end of the shutdown grace included); None when no resumable
+        stream has that id (the caller starts a new answer, as without REDIS_URL)."""
         stream_id, _, number = last_event_id.strip().rpartition(":")
         if not stream_id or not number.isdigit():
             return None

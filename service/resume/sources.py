@@ -47,7 +47,7 @@ class Source:
     # producer's memory never does (0: `more` is asked once).
     lag: float = 0.0
     # Whether the producer is still at work on the stream (its lease held), so that more can
-    # come; also tells it a client waits here. Asked once `more` found nothing.
+    # come; also tells it a client waits here. Asked after each `more` that found nothing.
     producing: Callable[[], Awaitable[bool]] | None = None
 
     @property
@@ -98,7 +98,7 @@ async def bring_to(
     (-1: none). Returns the number of the next event to send; None when the stream is over and
     the client has all of it. `InvalidRequest` for a position the stream never reached (or not
     by the time the client is `gone`), `StreamEventsExpired` when the events to send are no
-    longer stored."""
+    longer stored; what `gone` raises (the hub's `ServerShuttingDown`) goes through."""
     number = written = 0
     while written <= after:
         if number >= source.known:
@@ -124,7 +124,8 @@ async def bring_to(
 
 async def _more(source: Source, gone: ClientGone) -> bool:
     """Whether more events came before `source.lag` seconds passed without any (a tick at
-    least), the producer stopped or the client left."""
+    least), the producer stopped or the client left; `gone` is asked, and may raise, after
+    each read that found nothing."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + source.lag
     while not await source.more():
