@@ -66,6 +66,10 @@ class TwoWorkers:
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        # `/healthz` answered from one worker; the other may still be starting, and until it
+        # accepts, the kernel hands it no connection (a CI run saw 48 streams of 48 on one).
+        started = "Application startup complete."
+        assert wait_until(lambda: "".join(self.lines).count(started) == 2, 30), self.lines
         directories = list(tmp_path.glob("llm-stream-metrics-*"))
         assert len(directories) == 1
         self.metrics_directory = directories[0]
@@ -191,8 +195,11 @@ def hold_streams_in_both(
 ) -> tuple[list[Future[list[SSEEvent]]], dict[int, float]]:
     """Long streams opened in concurrent batches until each worker holds some; the streams,
     and how many each worker holds. Batches, because connections arriving one at a time tend
-    to be accepted by the same worker (it is the one awake): seen here, 12 of 12."""
-    upstream.default_reply = Reply(pieces=answer_pieces([" l"] * 200), pause=0.1)  # ~20 s
+    to be accepted by the same worker (it is the one awake): seen here, 12 of 12. Silent
+    streams, because a worker kept busy by its streams is the one awake too: with a token
+    every 0.1 s, a CI run saw 48 of 48 on one worker."""
+    pieces = answer_pieces([" l"] * 5)  # the first token at once (the head goes with it)
+    upstream.default_reply = Reply(pieces=[pieces[0] + pieces[1], *pieces[2:]], pause=5.0)
     opened: list[Future[list[SSEEvent]]] = []
     while len(opened) < MAX_HELD_STREAMS:
         opened += [pool.submit(consume, workers.base_url) for _ in range(HELD_BATCH)]
@@ -200,7 +207,7 @@ def hold_streams_in_both(
         holding = workers.per_worker("gauge_livesum", "llm_streams_in_flight")
         if both_busy(holding) and sum(holding.values()) == len(opened):
             break
-    assert both_busy(holding), holding
+    assert both_busy(holding), (holding, workers.lines[-30:])
     return opened, holding
 
 
