@@ -290,6 +290,14 @@ def answer_pieces(tokens: Sequence[str], *, usage: bool = True) -> list[bytes]:
     return pieces
 
 
+def first_token_then_silence(tokens: Sequence[str], silence: float) -> Reply:
+    """The role chunk and the first token at once (the service's response head goes out with
+    the first token), then `silence` seconds before each further piece: a stream held open and
+    idle."""
+    pieces = answer_pieces(tokens)
+    return Reply(pieces=[pieces[0] + pieces[1], *pieces[2:]], pause=silence)
+
+
 def split_awkwardly(data: bytes, sizes: Sequence[int] = (1, 7, 3, 13, 2, 29, 5)) -> Iterator[bytes]:
     """`data` cut into pieces of cycling sizes: through CRLFs, JSON and multi-byte characters."""
     offset, index = 0, 0

@@ -23,8 +23,7 @@ import redis
 from httpx_sse import EventSource
 from pydantic import ValidationError
 
-from service.runtime import runtime_of
-from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, first_token_then_silence
 from testkit.redis_server import RedisServer
 from testkit.service_process import run_service_until_exit
 from testkit.services import TEST_KEY, RunningService, ServiceFactory, make_settings
@@ -172,8 +171,7 @@ def test_a_client_that_leaves_while_its_position_is_awaited_stops_the_wait(
     """A position the live stream has not reached is awaited on a blocking read from Redis,
     up to the store's lag (4.55 s here); a client that leaves ends the wait within a tick."""
     producer, other = resuming(), resuming()
-    pieces = answer_pieces(["a", "b"])
-    upstream.queue(Reply(pieces=[pieces[0] + pieces[1], *pieces[2:]], pause=10))  # "a", silence
+    upstream.queue(first_token_then_silence(["a", "b"], 10))
     first = start_and_cut(producer.base_url, 2)
     stream_id = first[0].json()["id"]
     ahead = {"Last-Event-ID": f"{stream_id}:50"}
@@ -198,8 +196,7 @@ def test_a_wait_for_a_position_ends_with_a_retryable_503_when_the_shutdown_grace
     """The wait would outlast the grace (and uvicorn's backstop after it): the client is told
     to resume elsewhere instead."""
     producer, other = resuming(), resuming(shutdown_grace_seconds=0)
-    pieces = answer_pieces(["a", "b"])
-    upstream.queue(Reply(pieces=[pieces[0] + pieces[1], *pieces[2:]], pause=10))  # "a", silence
+    upstream.queue(first_token_then_silence(["a", "b"], 10))
     first = start_and_cut(producer.base_url, 2)
     stream_id = first[0].json()["id"]
     with ThreadPoolExecutor(1) as pool:
@@ -208,7 +205,7 @@ def test_a_wait_for_a_position_ends_with_a_retryable_503_when_the_shutdown_grace
         )
         time.sleep(0.3)  # the other replica is waiting for event 50
         asked_at = time.monotonic()
-        runtime_of(other._server.config.app).shutdown.begin()  # type: ignore[arg-type]
+        other.begin_shutdown()
         answer = waiting.result(timeout=10)
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["type"] == "server_shutting_down"

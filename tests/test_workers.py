@@ -26,7 +26,7 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces
+from testkit.fake_upstream import FakeUpstream, Reply, answer_pieces, first_token_then_silence
 from testkit.metrics_reader import scrape
 from testkit.ports import port_of, wait_until_refusing
 from testkit.service_process import start_service_process, stop_process
@@ -198,8 +198,7 @@ def hold_streams_in_both(
     to be accepted by the same worker (it is the one awake): seen here, 12 of 12. Silent
     streams, because a worker kept busy by its streams is the one awake too: with a token
     every 0.1 s, a CI run saw 48 of 48 on one worker."""
-    pieces = answer_pieces([" l"] * 5)  # the first token at once (the head goes with it)
-    upstream.default_reply = Reply(pieces=[pieces[0] + pieces[1], *pieces[2:]], pause=5.0)
+    upstream.default_reply = first_token_then_silence([" l"] * 5, 5.0)  # idle, open ~35 s
     opened: list[Future[list[SSEEvent]]] = []
     while len(opened) < MAX_HELD_STREAMS:
         opened += [pool.submit(consume, workers.base_url) for _ in range(HELD_BATCH)]
